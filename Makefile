@@ -1,0 +1,64 @@
+# EMOCA for Blender. The two commands a newcomer needs: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+VENV42 := .venv-bpy42
+PY := $(VENV)/bin/python
+PY42 := $(VENV42)/bin/python
+PIP_FLAGS := -q --disable-pip-version-check -c requirements/constraints.txt
+EXT_DIR := build/extension
+DIST := dist
+# Blender's own extension build/validate tool, shipped inside the bpy wheel (no Blender binary needed).
+BLENDER_EXT = $(shell $(PY) -c "import importlib.util as u, os; d=os.path.dirname(u.find_spec('bpy').origin); print(os.path.join(d, '5.0', 'scripts', 'addons_core', 'bl_pkg', 'cli', 'blender_ext.py'))")
+
+.PHONY: demo test test-main test-legacy env env-legacy extension bench lint clean
+
+## Set-up: the backend + Blender 5.0 environment (torch, bpy, PyAV, mediapipe, ...), pinned.
+env: $(VENV)/.installed
+$(VENV)/.installed: requirements/*.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install $(PIP_FLAGS) -r requirements/backend.txt -r requirements/dev.txt
+	$(PY) -m pip install $(PIP_FLAGS) --no-deps -r requirements/nodeps.txt
+	touch $@
+
+## The Blender 4.2 LTS environment for the legacy animation API tests (bpy + numpy only).
+env-legacy: $(VENV42)/.installed
+$(VENV42)/.installed: requirements/bpy42.txt
+	$(PYTHON) -m venv $(VENV42)
+	$(PY42) -m pip install -q --disable-pip-version-check -r requirements/bpy42.txt
+	touch $@
+
+## The main job on the built-in defaults.
+demo: env
+	$(PY) -m backend demo --output demo_output
+
+## The whole suite: backend + Blender 5.0.1, then the add-on under Blender 4.2 LTS.
+test: test-main test-legacy
+
+test-main: env
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+
+test-legacy: env-legacy
+	$(PY42) -m pytest -m "blender and not torch" tests/blender -p no:cacheprovider
+
+## Every benchmark, one `name: value` per line.
+bench: env
+	$(PY) -m backend bench all
+
+lint: env
+	$(PY) -m ruff check .
+
+## The installable extension zip, built and validated by Blender's own extension tool.
+extension: env
+	rm -rf $(EXT_DIR) && mkdir -p $(EXT_DIR) $(DIST)
+	cp -r emoca_blender/. $(EXT_DIR)/
+	cp -r backend $(EXT_DIR)/backend
+	cp -r requirements $(EXT_DIR)/requirements
+	cp blender_manifest.toml LICENSE $(EXT_DIR)/
+	find $(EXT_DIR) -name __pycache__ -prune -exec rm -rf {} +
+	$(PY) $(BLENDER_EXT) build --source-dir $(EXT_DIR) --output-dir $(DIST)
+	$(PY) $(BLENDER_EXT) validate $(DIST)/emoca_blender-*.zip
+
+clean:
+	rm -rf build $(DIST) demo_output .pytest_cache .ruff_cache
