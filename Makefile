@@ -9,7 +9,7 @@ PIP_FLAGS := -q --disable-pip-version-check -c requirements/constraints.txt
 EXT_DIR := build/extension
 DIST := dist
 # Blender's own extension build/validate tool, shipped inside the bpy wheel (no Blender binary needed).
-BLENDER_EXT = $(shell $(PY) -c "import importlib.util as u, os; d=os.path.dirname(u.find_spec('bpy').origin); print(os.path.join(d, '5.0', 'scripts', 'addons_core', 'bl_pkg', 'cli', 'blender_ext.py'))")
+BLENDER_EXT = $(shell $(PY) -c "import glob, importlib.util as u, os; d=os.path.dirname(u.find_spec('bpy').origin); print(sorted(glob.glob(os.path.join(d, '*', 'scripts', 'addons_core', 'bl_pkg', 'cli', 'blender_ext.py')))[-1])"
 
 .PHONY: demo test test-main test-legacy env env-legacy extension bench lint clean
 
@@ -40,7 +40,7 @@ test-main: env
 	$(PY) -m pytest
 
 test-legacy: env-legacy
-	$(PY42) -m pytest -m "blender and not torch" tests/blender -p no:cacheprovider
+	$(PY42) -m pytest -m "blender and not torch" tests/blender tests/test_extension.py -p no:cacheprovider
 
 ## Every benchmark, one `name: value` per line.
 bench: env
@@ -50,7 +50,7 @@ lint: env
 	$(PY) -m ruff check .
 
 ## The installable extension zip, built and validated by Blender's own extension tool.
-extension: env
+extension: $(if $(filter $(VENV)/bin/python,$(PY)),env)
 	rm -rf $(EXT_DIR) && mkdir -p $(EXT_DIR) $(DIST)
 	cp -r emoca_blender/. $(EXT_DIR)/
 	cp -r backend $(EXT_DIR)/backend

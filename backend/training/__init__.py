@@ -1,0 +1,1 @@
+"""EMOCA training: losses, data, Lightning modules and the `python -m backend train` command (docs/training.md)."""

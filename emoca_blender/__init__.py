@@ -1,0 +1,37 @@
+"""EMOCA for Blender: capture faces from footage onto a FLAME head rig, with emotion curves.
+
+The add-on runs inside Blender (bpy, numpy, stdlib only); the capture network runs in a separate backend
+process (its own Python with torch) that the add-on starts and talks to over stdio (docs/formats.md).
+Scripts and pipelines use :mod:`.api`; ``blender -c emoca ...`` runs :mod:`.cli` (docs/headless.md).
+"""
+
+from __future__ import annotations
+
+import bpy
+
+from . import cli, operators, panel, preferences, properties
+
+bl_info = {  # legacy add-on installs (the extension manifest is the primary metadata)
+    "name": "EMOCA for Blender",
+    "version": (0, 1, 0),
+    "blender": (4, 2, 0),
+    "category": "Animation",
+    "location": "View3D > Sidebar > EMOCA; Clip Editor > Sidebar > EMOCA",
+    "description": "Emotion-driven face capture from video onto a FLAME head rig",
+}
+
+CLASSES = (*properties.CLASSES, *preferences.CLASSES, *operators.CLASSES, *panel.CLASSES)
+
+
+def register() -> None:
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+    properties.register_properties()
+    cli.register()
+
+
+def unregister() -> None:
+    cli.unregister()
+    properties.unregister_properties()
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)

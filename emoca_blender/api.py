@@ -1,0 +1,133 @@
+"""Plain functions for scripts and pipelines (``blender -b --python script.py``, or ``import bpy`` as a module).
+
+    from emoca_blender import api          # in an installed extension: from bl_ext.<repo>.emoca_blender import api
+    rig = api.import_rig("rig.npz")
+    action = api.apply_take(rig, "take.npz", frame_mapping="footage_rate")
+    result = api.capture("clip.mp4")       # runs the backend, then builds a rig and applies the take
+    ckpt = api.train("configs/emoca.yaml", "trainer.max_steps=100")
+
+Everything blocks until done (no modal operators: they do not run in background mode). Errors are
+:class:`~.errors.EmocaError` with a code, a message and a hint. See docs/headless.md.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import bpy
+
+from . import apply as _apply
+from . import preferences
+from .client import run_request
+from .errors import EmocaError
+from .rig import build_rig, find_rig, read_rig
+
+__all__ = ["CaptureResult", "EmocaError", "apply_take", "capture", "export_rig", "import_rig", "read_rig", "train"]
+
+
+def _python(python: str | None) -> str:
+    return python or preferences.backend_python()
+
+
+def _print_event(event: dict) -> None:
+    from .operators import _print_progress
+
+    _print_progress(event)
+
+
+def import_rig(rig_path: str | os.PathLike, name: str = "FLAME") -> bpy.types.Object:
+    """Build the FLAME rig from a rig file (docs/formats.md#rig-file); return the armature object."""
+    return build_rig(rig_path, name=name)
+
+
+def export_rig(output: str | os.PathLike, flame: str | None = None, python: str | None = None) -> Path:
+    """Ask the backend to write a rig file (the synthetic test head when ``flame`` is None); return its path."""
+    fields = {"output": str(output)}
+    if flame:
+        fields["flame"] = str(flame)
+    result = run_request(_python(python), "export_rig", on_event=_print_event, **fields)
+    return Path((result.get("files") or [output])[0])
+
+
+def apply_take(rig, take_path: str | os.PathLike, **options) -> bpy.types.Action:
+    """Key a take onto a rig (armature or its mesh); return the armature's Action. Options: apply.apply_take."""
+    return _apply.apply_take(rig, take_path, **options)
+
+
+@dataclass
+class CaptureResult:
+    rig: bpy.types.Object
+    action: bpy.types.Action
+    takes: list[Path]
+    rig_file: Path | None = None
+    events: list[dict] = field(default_factory=list)
+
+
+APPLY_KEYS = ("frame_mapping", "start", "offset", "head_rotation", "correctives", "emotion", "camera_match",
+              "joint_offsets", "action_mode", "push_down", "name")
+
+
+def capture(footage: str | os.PathLike, rig=None, output: str | os.PathLike | None = None, python: str | None = None,
+            flame: str | None = None, verbose: bool = True, **options) -> CaptureResult:
+    """Capture ``footage`` with the backend and apply the (first) take to ``rig`` (built when None).
+
+    ``options``: the capture request's options (model, device, batch_size, face, smooth, frames, ...) and the
+    apply options of :func:`apply_take` (frame_mapping, start, offset, ...), told apart by name.
+    """
+    footage = Path(footage)
+    if not footage.exists():
+        raise EmocaError("input_missing", f"footage not found: {footage}")
+    apply_opts = {k: options.pop(k) for k in list(options) if k in APPLY_KEYS}
+    out_dir = Path(output) if output else Path(tempfile.mkdtemp(prefix="emoca_"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir if options.get("face") == "all" else out_dir / (footage.stem + ".npz")
+    if isinstance(options.get("face"), str) and options["face"].isdigit():
+        options["face"] = int(options["face"])
+    if isinstance(options.get("smooth"), (int, float)):  # a 0..1 strength, as in the panel
+        options.update(preferences.smoothing_options(options.pop("smooth")))
+    capture_opts = preferences.capture_options(None, None, **options)
+    if flame:
+        capture_opts["flame"] = str(flame)
+    events: list[dict] = []
+
+    def on_event(ev: dict) -> None:
+        events.append(ev)
+        if verbose:
+            _print_event(ev)
+
+    py = _python(python)
+    result = run_request(py, "capture", on_event=on_event, input=str(footage), output=str(target),
+                         options=capture_opts)
+    takes = [Path(f) for f in result.get("files", []) if str(f).endswith(".npz")]
+    if not takes:
+        raise EmocaError("no_face", f"the capture of {footage} wrote no take", "Check the footage and the face option.")
+    rig_file = None
+    arm = find_rig(rig) if rig is not None else None
+    if rig is not None and arm is None:
+        if isinstance(rig, (str, os.PathLike)):
+            arm = build_rig(rig)
+        else:
+            raise EmocaError("config_invalid", f"{rig!r} is not an EMOCA rig (an armature from import_rig)")
+    if arm is None:
+        rig_file = export_rig(out_dir / "rig.npz", flame=capture_opts.get("flame"), python=py)
+        arm = build_rig(rig_file)
+    action = _apply.apply_take(arm, takes[0], **apply_opts)
+    return CaptureResult(rig=arm, action=action, takes=takes, rig_file=rig_file, events=events)
+
+
+def train(config: str | os.PathLike, *overrides: str, python: str | None = None, verbose: bool = True,
+          **kw_overrides) -> Path:
+    """Run ``python -m backend train`` through the protocol; return the checkpoint path.
+
+    Overrides are ``key=value`` strings or keyword arguments (``train("cfg.yaml", **{"trainer.max_steps": 10})``).
+    """
+    items = list(overrides) + [f"{k}={v}" for k, v in kw_overrides.items()]
+    result = run_request(_python(python), "train", on_event=_print_event if verbose else None, config=str(config),
+                         overrides=items)
+    ckpt = result.get("checkpoint") or next((f for f in result.get("files", []) if str(f).endswith(".ckpt")), None)
+    if ckpt is None:
+        raise EmocaError("internal", "training finished without reporting a checkpoint")
+    return Path(ckpt)

@@ -1,0 +1,392 @@
+"""Apply a take to a rig: validate everything, then write one take's keys in one go.
+
+Which ID gets what (names follow the clip, ``EMOCA_<clip>``):
+* the rig's shape-key datablock (Key): ``Exp000..`` values and the jaw's pose correctives ``Pose009..Pose017``;
+* the armature object: ``pose.bones["jaw"]`` rotation (quaternion from FLAME's axis-angle) and location (the
+  joint's shift with expression, see below), ``pose.bones["root"]`` rotation/location for the head (FLAME's
+  global pose rotates about the root joint, so the head goes on ``root``, not ``neck``), and the emotion
+  curves as ID properties ``emoca_valence``, ``emoca_arousal``, ``emoca_expr_<Class>``;
+* with camera match, an orthographic camera (object location, camera data ortho_scale).
+On 4.4+ all of these are slots of ONE Action; on 4.2/4.3 each ID needs its own Action (``EMOCA_<clip>`` for
+the armature, ``EMOCA_<clip>_shapes`` for the Key, ``EMOCA_<clip>_camera``). Source metadata is stored on
+every Action as ID properties (``emoca_*``); Actions keep a fake user.
+
+Joint offsets: FLAME regresses its joints from the expression-deformed mesh, so a joint moves slightly with
+expression. A pose bone location of (I - R) @ delta (delta = J_regressor @ expdirs @ exp) reproduces FLAME's
+rotation about the moved joint exactly with bones that stay at the rest joints.
+
+Frame mapping: ``resample`` keys every scene frame covered by the take, at scene time
+t0 + (frame - base) / scene_fps, interpolating linearly between source rows (quaternions by slerp);
+``footage_rate`` sets the scene rate to the footage's and keys source row i at base + frame[i] - frame[0].
+``base`` = 1 (``start='one'``) or the playhead (``start='playhead'``), plus ``offset``. Scene frames whose
+source rows are invalid get no key; existing keys outside the take's frame span are left alone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import bpy
+import numpy as np
+
+from . import animation
+from .errors import EmocaError
+from .rig import find_rig, rig_mesh
+from .take import Take, read_take
+
+JAW_POSE_KEYS = [f"Pose{9 + i:03d}" for i in range(9)]  # (R_jaw - I), row-major; joints neck, jaw, eye_L, eye_R
+EMOTION_GROUP = "Emotion"
+
+
+# ---------------------------------------------------------------- rotations (numpy, batched)
+def aa_to_quat(aa: np.ndarray) -> np.ndarray:
+    """Axis-angle (N,3) -> unit quaternions (N,4) as (w, x, y, z)."""
+    aa = np.asarray(aa, np.float64)
+    angle = np.linalg.norm(aa, axis=-1, keepdims=True)
+    half = angle / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        k = np.where(angle > 1e-12, np.sin(half) / angle, 0.5 - angle**2 / 48)
+    return np.concatenate([np.cos(half), aa * k], axis=-1)
+
+
+def quat_to_mat(q: np.ndarray) -> np.ndarray:
+    """Unit quaternions (N,4) (w, x, y, z) -> rotation matrices (N,3,3)."""
+    w, x, y, z = np.moveaxis(np.asarray(q, np.float64), -1, 0)
+    return np.stack([
+        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
+        np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
+        np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
+    ], -2)
+
+
+def slerp(q0: np.ndarray, q1: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Spherical interpolation of unit quaternions (N,4) with weights w (N,)."""
+    dot = np.sum(q0 * q1, -1)
+    q1 = np.where(dot[:, None] < 0, -q1, q1)
+    dot = np.abs(dot).clip(-1, 1)
+    theta = np.arccos(dot)
+    s = np.sin(theta)
+    small = s < 1e-8
+    a = np.where(small, 1 - w, np.sin((1 - w) * theta) / np.where(small, 1, s))
+    b = np.where(small, w, np.sin(w * theta) / np.where(small, 1, s))
+    q = a[:, None] * q0 + b[:, None] * q1
+    return q / np.linalg.norm(q, axis=-1, keepdims=True)
+
+
+def continuous(q: np.ndarray) -> np.ndarray:
+    """Flip signs so consecutive quaternions lie in the same hemisphere (Blender interpolates components)."""
+    q = q.copy()
+    if len(q) > 1:
+        flips = np.cumsum(np.sum(q[1:] * q[:-1], -1) < 0) % 2
+        q[1:][flips == 1] *= -1
+    return q
+
+
+# ---------------------------------------------------------------- planning (numpy only)
+@dataclass
+class TakePlan:
+    """What will be keyed: K scene frames and the values there (float64)."""
+
+    frames: np.ndarray  # (K,)
+    span: tuple[float, float]  # scene frames covered by the take (keys inside are replaced)
+    rows: tuple[np.ndarray, np.ndarray, np.ndarray]  # (i0, i1, w): the source rows each key interpolates
+    values: dict[str, np.ndarray] = field(default_factory=dict)
+    fps: float | None = None  # scene rate to set (footage_rate) or None
+
+
+def mapping_rows(take: Take, mode: str, base: float, scene_fps: float):
+    """Scene frames to key and the source rows behind each: (frames, i0, i1, w, span)."""
+    times = take["time"].astype(np.float64)
+    valid = take["valid"].astype(bool)
+    n = len(times)
+    if mode == "footage_rate":
+        rel = (take["frame"] - take["frame"][0]).astype(np.float64)
+        idx = np.nonzero(valid)[0]
+        return base + rel[idx], idx, idx, np.zeros(len(idx)), (base, base + rel[-1])
+    if mode != "resample":
+        raise EmocaError("config_invalid", f"frame_mapping {mode!r}: expected 'resample' or 'footage_rate'")
+    end = base + (times[-1] - times[0]) * scene_fps
+    frames = np.arange(math.ceil(base - 1e-6), math.floor(end + 1e-6) + 1, dtype=np.float64)
+    tau = times[0] + (frames - base) / scene_fps
+    i0 = np.clip(np.searchsorted(times, tau + 1e-9, side="right") - 1, 0, n - 1)
+    i1 = np.minimum(i0 + 1, n - 1)
+    dt = times[i1] - times[i0]
+    w = np.where(dt > 0, (tau - times[i0]) / np.where(dt > 0, dt, 1), 0.0)
+    w = np.where(w < 1e-6, 0.0, w)
+    snap = w > 1 - 1e-6
+    i0 = np.where(snap, i1, i0)
+    w = np.where(snap, 0.0, w)
+    ok = valid[i0] & ((w == 0) | valid[i1])
+    return frames[ok], i0[ok], i1[ok], w[ok], (base, end)
+
+
+def plan_take(take: Take, mode: str = "resample", base: float = 1.0, scene_fps: float = 24.0,
+              joint_expdirs: np.ndarray | None = None) -> TakePlan:
+    """Sample every channel of ``take`` at the scene frames to key (pure numpy; see module docstring)."""
+    fps = None
+    if mode == "footage_rate":
+        fps = take.fps
+        if not fps or fps <= 0:
+            raise EmocaError("config_invalid", f"{take.path}: meta.source.fps is missing; cannot use the "
+                             "footage's frame rate", "Use frame mapping 'resample'.")
+    frames, i0, i1, w, span = mapping_rows(take, mode, base, scene_fps)
+    if len(frames) == 0:
+        raise EmocaError("input_empty", f"{take.path}: no valid frame of the take falls on a scene frame")
+
+    def lerp(a: np.ndarray) -> np.ndarray:
+        a = np.asarray(a, np.float64)
+        ww = w.reshape((-1,) + (1,) * (a.ndim - 1))
+        return (1 - ww) * a[i0] + ww * a[i1]
+
+    def rot(aa: np.ndarray) -> np.ndarray:
+        q = aa_to_quat(aa)
+        return continuous(slerp(q[i0], q[i1], w))
+
+    values = {k: lerp(take[k]) for k in ("exp", "valence", "arousal", "expression", "cam", "crop")}
+    values["jaw"] = rot(take["jaw_pose"])
+    values["head"] = rot(take["global_pose"])
+    r_jaw = quat_to_mat(values["jaw"])
+    values["jaw_correctives"] = (r_jaw - np.eye(3)).reshape(-1, 9)
+    if joint_expdirs is not None:
+        n = min(joint_expdirs.shape[2], values["exp"].shape[1])
+        delta = np.einsum("jck,nk->njc", joint_expdirs[:, :, :n], values["exp"][:, :n])  # (K,5,3)
+        r_head = quat_to_mat(values["head"])
+        values["jaw_offset"] = delta[:, 2] - np.einsum("nij,nj->ni", r_jaw, delta[:, 2])
+        values["head_offset"] = delta[:, 0] - np.einsum("nij,nj->ni", r_head, delta[:, 0])
+        values["delta_root"] = delta[:, 0]
+    return TakePlan(frames=frames, span=span, rows=(i0, i1, w), values=values, fps=fps)
+
+
+def fps_to_scene(fps: float) -> tuple[int, float]:
+    """Blender's (fps, fps_base) for a rate: 29.97 -> (30, 1.001), 25 -> (25, 1.0)."""
+    n = round(fps)
+    for base in (1.0, 1.001):
+        if abs(n / base - fps) < 1e-3:
+            return n, base
+    return n, n / fps
+
+
+def prop_name(cls: str) -> str:
+    return "emoca_expr_" + re.sub(r"\W+", "_", cls).strip("_")
+
+
+# ---------------------------------------------------------------- writing
+@dataclass
+class _Undo:
+    """What to restore if writing fails half-way (validation happens first, so this is a last resort)."""
+
+    created: list = field(default_factory=list)
+    assigned: list = field(default_factory=list)  # (id, previous action)
+    objects: list = field(default_factory=list)
+
+
+def _scene_fps(scene) -> float:
+    return scene.render.fps / scene.render.fps_base
+
+
+def _ensure_prop(arm, name: str, lo: float, hi: float, description: str) -> None:
+    if name not in arm:
+        arm[name] = 0.0
+    ui = arm.id_properties_ui(name)
+    ui.update(min=lo, max=hi, soft_min=lo, soft_max=hi, description=description, default=0.0)
+
+
+def _target_actions(ids: dict, name: str, mode: str, push: bool, undo: _Undo) -> dict:
+    """Choose/create the action per ID (``ids``: role -> ID); return role -> action."""
+    out: dict = {}
+    shared = None
+    for role, id_data in ids.items():
+        anim = id_data.animation_data
+        current = anim.action if anim is not None else None
+        if mode == "active" and current is not None:
+            out[role] = current
+            if animation.SLOTTED:
+                shared = shared or current
+            continue
+        if push and current is not None:
+            animation.push_down(id_data)
+        elif current is not None:
+            current.use_fake_user = True  # the previous take stays in the file
+        if animation.SLOTTED:
+            if shared is None:
+                shared = animation.new_action(name)
+                undo.created.append(shared)
+            action = shared
+        else:
+            suffix = {"armature": "", "key": "_shapes", "camera": "_camera"}.get(role, "_" + role)
+            action = animation.new_action(name + suffix)
+            undo.created.append(action)
+        undo.assigned.append((id_data, current))
+        animation.assign_action(id_data, action)
+        out[role] = action
+    for role, id_data in ids.items():  # make sure every ID has its slot assigned
+        animation.assign_action(id_data, out[role])
+    return out
+
+
+def apply_take(rig, take_path: str | os.PathLike | Take, frame_mapping: str = "resample", start: str = "one",
+               offset: int = 0, head_rotation: bool = True, correctives: bool = True, emotion: bool = True,
+               camera_match: bool = False, joint_offsets: bool = True, action_mode: str = "new",
+               push_down: bool = False, name: str | None = None, scene=None) -> bpy.types.Action:
+    """Apply a take to a rig (armature object or its mesh); return the armature's Action.
+
+    Everything is validated before the scene is touched: a bad take or rig raises EmocaError and changes nothing.
+    """
+    scene = scene or bpy.context.scene
+    arm = find_rig(rig)
+    if arm is None:
+        raise EmocaError("config_invalid", f"{getattr(rig, 'name', rig)!r} is not an EMOCA FLAME rig",
+                         "Import a rig with Import FLAME rig and select its armature.")
+    mesh = rig_mesh(arm)
+    key = mesh.data.shape_keys
+    take = take_path if isinstance(take_path, Take) else read_take(take_path)
+    if start not in ("one", "playhead"):
+        raise EmocaError("config_invalid", f"start {start!r}: expected 'one' or 'playhead'")
+    if action_mode not in ("new", "active"):
+        raise EmocaError("config_invalid", f"action_mode {action_mode!r}: expected 'new' or 'active'")
+    exp_keys = [f"Exp{i:03d}" for i in range(take.n_exp)]
+    missing = [k for k in exp_keys + (JAW_POSE_KEYS if correctives else []) if key is None or k not in key.key_blocks]
+    if missing:
+        raise EmocaError("config_invalid", f"{take.path}: the take has {take.n_exp} expression coefficients but "
+                         f"rig {arm.name!r} lacks shape keys {missing[:5]}{'...' if len(missing) > 5 else ''}",
+                         "Import a rig with at least as many expression keys as the take.")
+    bones = ["jaw"] + (["root"] if head_rotation else [])
+    if any(b not in arm.pose.bones for b in bones):
+        raise EmocaError("config_invalid", f"rig {arm.name!r} lacks bones {bones}")
+    src = take.meta.get("source", {})
+    if camera_match and not (src.get("width") and src.get("height")):
+        raise EmocaError("config_invalid", f"{take.path}: meta.source has no width/height for camera match")
+    base = float((1 if start == "one" else scene.frame_current) + offset)
+    joint_expdirs = None
+    if joint_offsets and "emoca_joint_expdirs" in arm:
+        joint_expdirs = np.asarray(arm["emoca_joint_expdirs"], np.float64).reshape(5, 3, -1)
+    fps = take.fps if frame_mapping == "footage_rate" else _scene_fps(scene)
+    plan = plan_take(take, frame_mapping, base, fps or 24.0, joint_expdirs)
+    classes = take.classes or [f"class{c}" for c in range(take["expression"].shape[1])]
+    action_name = name or f"EMOCA_{take.clip_name}"
+
+    # ---- nothing above touched the scene; from here on, write (and roll back on an unexpected failure)
+    undo = _Undo()
+    try:
+        return _write(scene, arm, key, take, plan, classes, action_name, frame_mapping, base, head_rotation,
+                      correctives, emotion, camera_match, joint_expdirs is not None, action_mode, push_down, undo)
+    except Exception:
+        for id_data, previous in undo.assigned:
+            animation.assign_action(id_data, previous)
+        for obj in undo.objects:
+            bpy.data.objects.remove(obj)
+        for action in undo.created:
+            bpy.data.actions.remove(action)
+        raise
+
+
+def _write(scene, arm, key, take, plan, classes, action_name, frame_mapping, base, head_rotation, correctives,
+           emotion, camera_match, offsets, action_mode, push, undo) -> bpy.types.Action:
+    f, v, span = plan.frames, plan.values, plan.span
+    if plan.fps:
+        scene.render.fps, scene.render.fps_base = fps_to_scene(plan.fps)
+    ids = {"armature": arm, "key": key}
+    camera = None
+    if camera_match:
+        camera = _make_camera(arm, take, base, action_name, scene)
+        undo.objects.append(camera)
+        ids["camera"] = camera
+        ids["camera_data"] = camera.data
+    actions = _target_actions(ids, action_name, action_mode, push, undo)
+
+    key_channels = {f'key_blocks["Exp{i:03d}"].value': (f, v["exp"][:, i]) for i in range(take.n_exp)}
+    groups = dict.fromkeys(key_channels, "Expression")
+    if correctives:
+        for i, kname in enumerate(JAW_POSE_KEYS):
+            path = f'key_blocks["{kname}"].value'
+            key_channels[path] = (f, v["jaw_correctives"][:, i])
+            groups[path] = "Correctives"
+    animation.write_channels(actions["key"], key, key_channels, groups, replace_range=span)
+
+    arm_channels = {'pose.bones["jaw"].rotation_quaternion': (f, v["jaw"])}
+    groups = {'pose.bones["jaw"].rotation_quaternion': "jaw"}
+    if offsets:
+        arm_channels['pose.bones["jaw"].location'] = (f, v["jaw_offset"])
+        groups['pose.bones["jaw"].location'] = "jaw"
+    if head_rotation:
+        arm_channels['pose.bones["root"].rotation_quaternion'] = (f, v["head"])
+        groups['pose.bones["root"].rotation_quaternion'] = "root"
+        if offsets:
+            arm_channels['pose.bones["root"].location'] = (f, v["head_offset"])
+            groups['pose.bones["root"].location'] = "root"
+    if emotion:
+        _ensure_prop(arm, "emoca_valence", -1.0, 1.0, "Valence (negative to positive), EMOCA take")
+        _ensure_prop(arm, "emoca_arousal", -1.0, 1.0, "Arousal (calm to excited), EMOCA take")
+        arm_channels['["emoca_valence"]'] = (f, v["valence"])
+        arm_channels['["emoca_arousal"]'] = (f, v["arousal"])
+        for c, cls in enumerate(classes):
+            prop = prop_name(cls)
+            _ensure_prop(arm, prop, 0.0, 1.0, f"Probability of '{cls}', EMOCA take")
+            arm_channels[f'["{prop}"]'] = (f, v["expression"][:, c])
+        for path in arm_channels:
+            groups.setdefault(path, EMOTION_GROUP)
+    animation.write_channels(actions["armature"], arm, arm_channels, groups, replace_range=span)
+
+    if camera is not None:
+        loc, scale = camera_track(take, plan)
+        animation.write_channels(actions["camera"], camera, {"location": (f, loc)}, "Camera", replace_range=span)
+        animation.write_channels(actions["camera_data"], camera.data, {"ortho_scale": (f, scale)}, "Camera",
+                                 replace_range=span)
+
+    meta = take.meta
+    info = {
+        "emoca_take": str(take.path), "emoca_source": str(meta.get("source", {}).get("path", "")),
+        "emoca_source_fps": float(take.fps or 0.0), "emoca_frame_mapping": frame_mapping,
+        "emoca_start_frame": float(base), "emoca_frame_span": [float(span[0]), float(span[1])],
+        "emoca_model": str(meta.get("model", {}).get("name", "")),
+        "emoca_emotion_model": str(meta.get("emotion", {}).get("model", "")),
+        "emoca_meta": json.dumps(meta),
+    }
+    for action in set(actions.values()):
+        for k, val in info.items():
+            action[k] = val
+    return actions["armature"]
+
+
+def camera_track(take: Take, plan: TakePlan) -> tuple[np.ndarray, np.ndarray]:
+    """Orthographic camera location (K,3) in FLAME space and ortho_scale (K,) framing the whole source frame.
+
+    From cam = [s, tx, ty] (x = s (X + tx), y = -s (Y + ty) in normalised crop coordinates) and crop (crop
+    pixels -> frame pixels, a similarity: scale k, translation c): frame pixel u = k * 112 (x + 1) + c_u.
+    """
+    src = take.meta["source"]
+    width, height = float(src["width"]), float(src["height"])
+    cam, crop = plan.values["cam"], plan.values["crop"]
+    s, tx, ty = cam[:, 0], cam[:, 1], cam[:, 2]
+    k = np.sqrt(np.abs(np.linalg.det(crop[:, :2, :2])))
+    px_per_unit = k * 112.0 * s
+    x = ((width / 2 - crop[:, 0, 2]) / (k * 112.0) - 1) / s - tx
+    y = (1 - (height / 2 - crop[:, 1, 2]) / (k * 112.0)) / s - ty
+    loc = np.stack([x, y, np.ones_like(x)], 1)  # 1 m in front of the face (+Z), looking down -Z
+    return loc, max(width, height) / px_per_unit
+
+
+def _make_camera(arm, take: Take, base: float, name: str, scene):
+    cam_data = bpy.data.cameras.new(name + "_camera")
+    cam_data.type = "ORTHO"
+    cam_data.clip_start, cam_data.clip_end = 0.01, 100.0
+    cam = bpy.data.objects.new(name + "_camera", cam_data)
+    scene.collection.objects.link(cam)
+    cam.parent = arm  # FLAME space: the camera looks down FLAME's -Z with FLAME's +Y up
+    src = take.meta["source"]
+    scene.render.resolution_x, scene.render.resolution_y = int(src["width"]), int(src["height"])
+    scene.camera = cam
+    path = src.get("path")
+    if path and Path(path).is_file():
+        clip = bpy.data.movieclips.load(str(path), check_existing=True)
+        clip.frame_start = int(base - int(take["frame"][0]))
+        bg = cam_data.background_images.new()
+        bg.source = "MOVIE_CLIP"
+        bg.clip = clip
+        cam_data.show_background_images = True
+    return cam

@@ -1,0 +1,223 @@
+"""Start the backend (`python -m backend serve`) and talk to it over the stdio protocol (docs/formats.md).
+
+Stdlib only. The protocol module is the backend's own ``backend/protocol.py`` (stdlib only), loaded by file
+path from the bundled backend folder, so both sides share one schema without the add-on importing the backend
+package. A reader thread turns stdout lines into events on a queue (the UI thread never blocks on the pipe);
+a second thread collects stderr into a log. Never touch bpy from these threads.
+"""
+
+from __future__ import annotations
+
+import collections
+import importlib.util
+import itertools
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+from .errors import EmocaError
+
+_PROTOCOL: ModuleType | None = None
+_IDS = itertools.count(1)
+
+
+def backend_root() -> Path:
+    """The backend package folder: ``<addon>/backend`` in the extension zip, ``../backend`` in the dev repo."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "backend", here.parent / "backend"):
+        if (candidate / "protocol.py").is_file() and (candidate / "__main__.py").is_file():
+            return candidate
+    raise EmocaError("asset_missing", f"the backend folder was not found next to {here}",
+                     "Reinstall the extension (its zip bundles backend/).")
+
+
+def requirements_dir() -> Path:
+    """The pinned requirements (``requirements/`` beside the backend folder)."""
+    return backend_root().parent / "requirements"
+
+
+def protocol() -> ModuleType:
+    """The backend's protocol module, loaded by path (stdlib only)."""
+    global _PROTOCOL
+    if _PROTOCOL is None:
+        path = backend_root() / "protocol.py"
+        spec = importlib.util.spec_from_file_location("emoca_blender_backend_protocol", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _PROTOCOL = module
+    return _PROTOCOL
+
+
+def new_id(prefix: str = "req") -> str:
+    return f"{prefix}-{os.getpid()}-{next(_IDS)}"
+
+
+def backend_env() -> dict[str, str]:
+    """The backend's environment: Blender's Python settings removed, the backend's parent on PYTHONPATH."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP")}
+    env["PYTHONPATH"] = str(backend_root().parent)
+    env["PYTHONIOENCODING"] = "utf-8"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class BackendProcess:
+    """One ``python -m backend serve`` subprocess.
+
+    ``events`` gets every protocol event (dicts); a line that is not protocol becomes a ``log`` event with
+    level ``warning``; when stdout closes an ``{"type": "exit", "returncode": ...}`` pseudo-event follows.
+    """
+
+    def __init__(self, python: str | os.PathLike, extra_args: list[str] | None = None):
+        self.python = str(python)
+        if not Path(self.python).exists():
+            raise EmocaError("asset_missing", f"backend Python not found: {self.python}",
+                             "Set the backend interpreter in the add-on preferences or create the environment.")
+        self.proto = protocol()
+        self.events: queue.Queue = queue.Queue()
+        self.stderr_lines: collections.deque[str] = collections.deque(maxlen=2000)
+        kwargs: dict = {}
+        if sys.platform == "win32":
+            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | getattr(subprocess, "CREATE_NO_WINDOW", 0)
+        else:
+            kwargs["start_new_session"] = True  # Ctrl-C in Blender's terminal does not hit the backend
+        self.proc = subprocess.Popen(
+            [self.python, "-m", "backend", "serve", *(extra_args or [])],
+            cwd=str(backend_root().parent), env=backend_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, encoding="utf-8", errors="replace", bufsize=1, **kwargs,
+        )
+        self._lock = threading.Lock()
+        threading.Thread(target=self._read_stdout, daemon=True, name="emoca-backend-stdout").start()
+        threading.Thread(target=self._read_stderr, daemon=True, name="emoca-backend-stderr").start()
+
+    # ---- threads
+    def _read_stdout(self) -> None:
+        for line in self.proc.stdout:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                self.events.put(self.proto.decode(line))
+            except self.proto.ProtocolError as exc:
+                self.events.put({"type": "log", "level": "warning", "message": f"not protocol: {exc}"})
+        self.events.put({"type": "exit", "returncode": self.proc.wait()})
+
+    def _read_stderr(self) -> None:
+        for line in self.proc.stderr:
+            self.stderr_lines.append(line.rstrip("\n"))
+
+    # ---- API
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log(self, last: int | None = None) -> str:
+        lines = list(self.stderr_lines)
+        return "\n".join(lines[-last:] if last else lines)
+
+    def send(self, msg: dict) -> None:
+        """Send one request (validated by the protocol module first)."""
+        self.proto.validate(msg)
+        with self._lock:
+            try:
+                self.proc.stdin.write(self.proto.encode(msg))
+                self.proc.stdin.flush()
+            except (BrokenPipeError, OSError, ValueError) as exc:
+                raise EmocaError("internal", f"the backend is not running ({exc})\n{self.log(20)}") from exc
+
+    def request(self, type_: str, **fields) -> str:
+        """Send a request of ``type_`` with a fresh id; return the id."""
+        req_id = fields.pop("id", None) or new_id(type_)
+        self.send(self.proto.make(type_, id=req_id, **fields))
+        return req_id
+
+    def poll(self) -> list[dict]:
+        """All events received since the last poll (never blocks)."""
+        out = []
+        while True:
+            try:
+                out.append(self.events.get_nowait())
+            except queue.Empty:
+                return out
+
+    def cancel(self, req_id: str) -> None:
+        """Ask the backend to cancel ``req_id`` (it stops within a second and writes nothing final)."""
+        if self.alive:
+            try:
+                self.send(self.proto.make("cancel", id=req_id))
+            except EmocaError:
+                pass
+
+    def close(self, timeout: float = 5.0) -> int | None:
+        """Close stdin (the backend exits on EOF), then terminate/kill if it lingers."""
+        try:
+            if self.proc.stdin and not self.proc.stdin.closed:
+                self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.terminate()
+            try:
+                return self.proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                return self.proc.wait()
+
+    def __enter__(self) -> BackendProcess:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def error_from_event(event: dict, log: str = "") -> EmocaError:
+    msg = event.get("message", "backend error")
+    return EmocaError(event.get("code") or "internal", msg + (f"\n{log}" if log else ""), event.get("hint"))
+
+
+def run_request(python: str | os.PathLike, type_: str, on_event: Callable[[dict], None] | None = None,
+                timeout: float | None = None, should_cancel: Callable[[], bool] | None = None,
+                **fields) -> dict:
+    """Blocking: start the backend, send one request, wait for its ``result`` event and return it.
+
+    For background mode (``bpy.app.background``: no modal operators there) and scripts. ``on_event`` sees every
+    event; ``should_cancel`` is polled every 0.1 s and cancels the request when it returns True. An ``error``
+    event (or the backend dying) raises EmocaError with the backend's code, message and hint.
+    """
+    start = time.monotonic()
+    with BackendProcess(python) as proc:
+        req_id = proc.request(type_, **fields)
+        cancelled = False
+        while True:
+            try:
+                event = proc.events.get(timeout=0.1)
+            except queue.Empty:
+                event = None
+            if event is not None:
+                if on_event is not None:
+                    on_event(event)
+                etype = event.get("type")
+                if etype == "result" and event.get("id") == req_id:
+                    return event
+                if etype == "error" and event.get("id") in (req_id, None):
+                    raise error_from_event(event, proc.log(20))
+                if etype == "exit":
+                    if cancelled:
+                        raise EmocaError("cancelled", f"{type_} was cancelled")
+                    raise EmocaError("internal", f"the backend exited (status {event.get('returncode')}) "
+                                     f"before answering\n{proc.log(30)}")
+            if not cancelled and ((should_cancel and should_cancel()) or
+                                  (timeout is not None and time.monotonic() - start > timeout)):
+                proc.cancel(req_id)
+                cancelled = True
+                cancel_time = time.monotonic()
+            if cancelled and time.monotonic() - cancel_time > 10:
+                raise EmocaError("cancelled", f"{type_} was cancelled")

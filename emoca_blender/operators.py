@@ -1,0 +1,313 @@
+"""Operators (thin: the logic lives in rig.py, apply.py and client.py).
+
+Every operator that changes the scene has ``bl_options={'REGISTER', 'UNDO'}`` and changes it in ONE call
+(the capture's modal step that receives the result), so one Ctrl-Z undoes it. Capture writes nothing into the
+scene until the take is finished and validated; Esc cancels the backend and leaves the scene untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import bpy
+from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
+from bpy_extras.io_utils import ImportHelper
+
+from . import properties
+from .apply import apply_take
+from .client import BackendProcess, error_from_event, run_request
+from .errors import EmocaError
+from .preferences import backend_python, capture_options, get_prefs
+from .rig import build_rig, find_rig
+
+
+def target_rig(context, name: str = ""):
+    """The rig named ``name``, else the scene's target rig, else the active object's rig."""
+    if name:
+        return find_rig(bpy.data.objects.get(name))
+    settings = context.scene.emoca
+    return find_rig(settings.rig) or find_rig(context.active_object)
+
+
+def footage_path(context) -> str:
+    """The footage chosen in the panel: a file, the active Movie Clip, or an image folder."""
+    settings = context.scene.emoca
+    if settings.source == "CLIP":
+        space = context.space_data
+        clip = getattr(space, "clip", None) if space is not None else None
+        clip = clip or (bpy.data.movieclips[0] if len(bpy.data.movieclips) == 1 else None)
+        if clip is None:
+            raise EmocaError("input_missing", "no active Movie Clip", "Open footage in the Clip Editor.")
+        return bpy.path.abspath(clip.filepath, library=clip.library)
+    path = settings.sequence_dir if settings.source == "SEQUENCE" else settings.footage
+    if not path:
+        raise EmocaError("input_missing", "no footage chosen", "Pick a video file or an image folder.")
+    return bpy.path.abspath(path)
+
+
+def apply_kwargs(settings) -> dict:
+    return {k: getattr(settings, k) for k in ("frame_mapping", "start", "offset", "head_rotation", "correctives",
+                                              "emotion", "camera_match", "action_mode", "push_down")}
+
+
+def rig_from_backend(python: str, output: str, flame: str | None = None) -> str:
+    """Blocking: ask the backend for a rig file (the synthetic test head when no FLAME file is set)."""
+    fields = {"output": output}
+    if flame:
+        fields["flame"] = flame
+    result = run_request(python, "export_rig", timeout=300, **fields)
+    files = result.get("files") or [output]
+    return files[0]
+
+
+class EMOCA_OT_import_rig(bpy.types.Operator, ImportHelper):
+    """Build the FLAME head rig (mesh, shape keys, armature) from a rig file or from the backend"""
+
+    bl_idname = "emoca.import_rig"
+    bl_label = "Import FLAME Rig"
+    bl_options = {"REGISTER", "UNDO"}
+
+    filename_ext = ".npz"
+    filter_glob: StringProperty(default="*.npz", options={"HIDDEN"})
+    use_backend: BoolProperty(name="Export With Backend", default=False,
+                              description="Ask the backend to export the rig from the FLAME file in the preferences")
+    name: StringProperty(name="Name", default="FLAME")
+
+    def invoke(self, context, event):
+        if self.use_backend:
+            return self.execute(context)
+        return ImportHelper.invoke(self, context, event)
+
+    def execute(self, context):
+        try:
+            path = self.filepath
+            if self.use_backend:
+                prefs = get_prefs(context)
+                flame = bpy.path.abspath(prefs.flame_path) if prefs is not None and prefs.flame_path else None
+                path = rig_from_backend(backend_python(context), str(Path(tempfile.mkdtemp(prefix="emoca_rig_"))
+                                                                     / "rig.npz"), flame)
+            arm = build_rig(path, name=self.name, context=context)
+        except EmocaError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        context.scene.emoca.rig = arm
+        self.report({"INFO"}, f"Imported {arm.name}")
+        return {"FINISHED"}
+
+
+class _ApplyOptions:
+    frame_mapping: EnumProperty(name="Frame Mapping", items=properties.FRAME_MAPPING, default="resample")
+    start: EnumProperty(name="Start", items=properties.START, default="one")
+    offset: IntProperty(name="Offset", default=0)
+    head_rotation: BoolProperty(name="Head Rotation", default=True)
+    correctives: BoolProperty(name="Pose Correctives", default=True)
+    emotion: BoolProperty(name="Emotion Curves", default=True)
+    camera_match: BoolProperty(name="Camera Match", default=False)
+    action_mode: EnumProperty(name="Write To", items=properties.ACTION_MODE, default="new")
+    push_down: BoolProperty(name="Push Down Previous", default=False)
+    rig_name: StringProperty(name="Rig", default="", description="Armature to animate (empty: the panel's rig)")
+    use_scene_settings: BoolProperty(name="Use Panel Settings", default=False, options={"HIDDEN", "SKIP_SAVE"})
+
+    def options(self, context) -> dict:
+        if self.use_scene_settings:
+            return apply_kwargs(context.scene.emoca)
+        return {k: getattr(self, k) for k in ("frame_mapping", "start", "offset", "head_rotation", "correctives",
+                                              "emotion", "camera_match", "action_mode", "push_down")}
+
+
+class EMOCA_OT_apply_take(bpy.types.Operator, ImportHelper, _ApplyOptions):
+    """Apply a take file (.npz) to the FLAME rig: expression, jaw, head, correctives and emotion keys"""
+
+    bl_idname = "emoca.apply_take"
+    bl_label = "Apply Take"
+    bl_options = {"REGISTER", "UNDO"}
+
+    filename_ext = ".npz"
+    filter_glob: StringProperty(default="*.npz", options={"HIDDEN"})
+
+    def execute(self, context):
+        rig = target_rig(context, self.rig_name)
+        if rig is None:
+            self.report({"ERROR"}, "No FLAME rig: import one first or pick it as the target rig")
+            return {"CANCELLED"}
+        try:
+            action = apply_take(rig, bpy.path.abspath(self.filepath), scene=context.scene, **self.options(context))
+        except EmocaError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Applied take as {action.name}")
+        return {"FINISHED"}
+
+
+class EMOCA_OT_capture(bpy.types.Operator, _ApplyOptions):
+    """Capture the footage with the backend, then key the rig in one step (Esc cancels; nothing is written)"""
+
+    bl_idname = "emoca.capture"
+    bl_label = "Capture"
+    bl_options = {"REGISTER", "UNDO"}
+
+    input: StringProperty(name="Footage", default="", description="Empty: the footage chosen in the panel")
+    output_dir: StringProperty(name="Take Folder", default="", subtype="DIR_PATH",
+                               description="Where takes are written (empty: a temporary folder)")
+
+    _timer = None
+    _proc: BackendProcess | None = None
+
+    # ---- shared
+    def _prepare(self, context):
+        self.footage = bpy.path.abspath(self.input) if self.input else footage_path(context)
+        if not os.path.exists(self.footage):
+            raise EmocaError("input_missing", f"footage not found: {self.footage}")
+        out_dir = Path(bpy.path.abspath(self.output_dir) if self.output_dir else tempfile.mkdtemp(prefix="emoca_"))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        settings = context.scene.emoca
+        self.capture_fields = {
+            "input": self.footage,
+            "output": str(out_dir if settings.face == "all" else out_dir / (Path(self.footage).stem + ".npz")),
+            "options": capture_options(settings, context),
+        }
+        self.rig_dir = out_dir
+        self.rig = target_rig(context, self.rig_name)
+        self.rig_name_resolved = self.rig.name if self.rig is not None else ""
+
+    def _finish_apply(self, context, take_files: list[str], rig_file: str | None):
+        if self.rig_name_resolved:
+            rig = bpy.data.objects[self.rig_name_resolved]  # look up by name: no RNA pointers across modal steps
+        else:
+            rig = build_rig(rig_file, context=context)
+            context.scene.emoca.rig = rig
+        action = apply_take(rig, take_files[0], scene=context.scene, **self.options(context))
+        extra = f" ({len(take_files) - 1} more takes in {Path(take_files[0]).parent})" if len(take_files) > 1 else ""
+        self.report({"INFO"}, f"Captured {Path(self.footage).name} -> {action.name}{extra}")
+        return {"FINISHED"}
+
+    @staticmethod
+    def _takes(result: dict) -> list[str]:
+        return [f for f in result.get("files", []) if str(f).endswith(".npz")]
+
+    # ---- blocking path (background mode, scripts: bpy.ops.emoca.capture())
+    def execute(self, context):
+        try:
+            self._prepare(context)
+            python = backend_python(context)
+            result = run_request(python, "capture", on_event=_print_progress, **self.capture_fields)
+            rig_file = None
+            if self.rig is None:
+                prefs = get_prefs(context)
+                flame = bpy.path.abspath(prefs.flame_path) if prefs is not None and prefs.flame_path else None
+                rig_file = rig_from_backend(python, str(self.rig_dir / "rig.npz"), flame)
+            return self._finish_apply(context, self._takes(result), rig_file)
+        except EmocaError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+
+    # ---- modal path (the UI)
+    def invoke(self, context, event):
+        if bpy.app.background:
+            return self.execute(context)
+        if context.window_manager.emoca_job.running:
+            self.report({"WARNING"}, "A capture is already running")
+            return {"CANCELLED"}
+        try:
+            self._prepare(context)
+            self._proc = BackendProcess(backend_python(context))
+            self.req_id = self._proc.request("capture", **self.capture_fields)
+        except EmocaError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self.take_files: list[str] = []
+        self.rig_req = None
+        self.started = time.monotonic()
+        wm = context.window_manager
+        job = wm.emoca_job
+        job.running, job.progress, job.stage, job.fps, job.eta = True, 0.0, "starting", 0.0, -1.0
+        job.message = f"Capturing {Path(self.footage).name} (Esc cancels)"
+        wm.progress_begin(0, 1000)
+        self._timer = wm.event_timer_add(0.1, window=context.window)
+        wm.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        if event.type == "ESC":
+            self._proc.cancel(self.req_id if self.rig_req is None else self.rig_req)
+            self._stop(context, "Capture cancelled; the scene is unchanged")
+            self.report({"WARNING"}, "Capture cancelled")
+            return {"CANCELLED"}
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        job = context.window_manager.emoca_job
+        for ev in self._proc.poll():
+            etype = ev.get("type")
+            if etype == "progress" and ev.get("id") == self.req_id:
+                total = max(int(ev.get("total") or 0), 1)
+                job.progress = min(float(ev.get("done", 0)) / total, 1.0)
+                job.stage = str(ev.get("stage", ""))
+                job.fps = float(ev.get("fps") or 0.0)
+                job.eta = float(ev["eta"]) if ev.get("eta") is not None else -1.0
+                context.window_manager.progress_update(int(job.progress * 1000))
+            elif etype in ("warning", "log") and ev.get("level", "warning") in ("warning", "error"):
+                self.report({"WARNING"}, str(ev.get("message")))
+            elif etype == "error":
+                exc = error_from_event(ev)
+                self._stop(context, f"Capture failed: {exc.message}")
+                self.report({"ERROR"}, str(exc))
+                return {"CANCELLED"}
+            elif etype == "exit":
+                self._stop(context, "The backend stopped")
+                self.report({"ERROR"}, f"The backend exited before finishing:\n{self._proc.log(20)}")
+                return {"CANCELLED"}
+            elif etype == "result" and ev.get("id") == self.req_id:
+                self.take_files = self._takes(ev)
+                if self.rig_name_resolved:
+                    return self._complete(context, None)
+                prefs = get_prefs(context)
+                fields = {"output": str(self.rig_dir / "rig.npz")}
+                if prefs is not None and prefs.flame_path:
+                    fields["flame"] = bpy.path.abspath(prefs.flame_path)
+                self.rig_req = self._proc.request("export_rig", **fields)
+                job.stage = "rig"
+            elif etype == "result" and ev.get("id") == self.rig_req:
+                return self._complete(context, (ev.get("files") or [None])[0])
+        for area in context.screen.areas if context.screen else []:
+            if area.type in ("VIEW_3D", "CLIP_EDITOR"):
+                area.tag_redraw()
+        return {"RUNNING_MODAL"}
+
+    def _complete(self, context, rig_file):
+        self._stop(context, "")
+        try:
+            return self._finish_apply(context, self.take_files, rig_file)
+        except EmocaError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+
+    def _stop(self, context, message: str) -> None:
+        wm = context.window_manager
+        if self._timer is not None:
+            wm.event_timer_remove(self._timer)
+            self._timer = None
+        wm.progress_end()
+        if self._proc is not None:
+            self._proc.close(timeout=3)
+            self._proc = None
+        job = wm.emoca_job
+        job.running = False
+        job.message = message
+
+    def cancel(self, context):  # Blender quits or the file is reloaded mid-capture
+        self._stop(context, "")
+
+
+def _print_progress(event: dict) -> None:
+    if event.get("type") == "progress":
+        eta = event.get("eta")
+        print(f"[emoca] {event.get('stage')}: {event.get('done')}/{event.get('total')}"
+              + (f" eta {eta:.0f}s" if isinstance(eta, (int, float)) else ""), flush=True)
+    elif event.get("type") in ("warning", "log"):
+        print(f"[emoca] {event.get('message')}", flush=True)
+
+
+CLASSES = (EMOCA_OT_import_rig, EMOCA_OT_apply_take, EMOCA_OT_capture)

@@ -1,0 +1,111 @@
+"""Panels: the 3D Viewport sidebar ('EMOCA' tab) and the Clip Editor (footage = the active Movie Clip)."""
+
+from __future__ import annotations
+
+import bpy
+
+
+def _draw_job(layout, context) -> bool:
+    job = context.window_manager.emoca_job
+    if job.running:
+        eta = f", ETA {job.eta:.0f} s" if job.eta >= 0 else ""
+        fps = f", {job.fps:.1f} fps" if job.fps > 0 else ""
+        text = f"{job.stage} {job.progress * 100:.0f}%{fps}{eta}"
+        if hasattr(layout, "progress"):
+            layout.progress(factor=job.progress, text=text)
+        else:
+            layout.prop(job, "progress", text=text, slider=True)
+        layout.label(text="Esc cancels", icon="CANCEL")
+    elif job.message:
+        layout.label(text=job.message, icon="INFO")
+    return job.running
+
+
+def _draw_capture(layout, context, clip_editor: bool) -> None:
+    s = context.scene.emoca
+    col = layout.column()
+    if not clip_editor:
+        col.prop(s, "source")
+        if s.source == "FILE":
+            col.prop(s, "footage")
+        elif s.source == "SEQUENCE":
+            col.prop(s, "sequence_dir")
+    row = col.row(align=True)
+    row.prop(s, "frame_start")
+    row.prop(s, "frame_end")
+    row.prop(s, "frame_step")
+    col.prop(s, "face")
+    col.prop(s, "smooth", slider=True)
+    col.prop(s, "rig")
+    running = _draw_job(col, context)
+    row = col.row()
+    row.enabled = not running
+    op = row.operator("emoca.capture", icon="REC")
+    op.use_scene_settings = True
+
+
+def _draw_apply(layout, context) -> None:
+    s = context.scene.emoca
+    col = layout.column()
+    col.prop(s, "frame_mapping")
+    row = col.row(align=True)
+    row.prop(s, "start", expand=True)
+    col.prop(s, "offset")
+    col.prop(s, "head_rotation")
+    col.prop(s, "correctives")
+    col.prop(s, "emotion")
+    col.prop(s, "camera_match")
+    col.prop(s, "action_mode")
+    col.prop(s, "push_down")
+    op = col.operator("emoca.apply_take", icon="IMPORT")
+    op.use_scene_settings = True
+
+
+class EMOCA_PT_view3d(bpy.types.Panel):
+    bl_label = "EMOCA Face Capture"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "EMOCA"
+
+    def draw(self, context):
+        layout = self.layout
+        row = layout.row(align=True)
+        row.operator("emoca.import_rig", icon="ARMATURE_DATA")
+        op = row.operator("emoca.import_rig", text="From Backend", icon="CONSOLE")
+        op.use_backend = True
+        _draw_capture(layout.box(), context, clip_editor=False)
+
+
+class EMOCA_PT_view3d_apply(bpy.types.Panel):
+    bl_label = "Apply Options"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "EMOCA"
+    bl_parent_id = "EMOCA_PT_view3d"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        _draw_apply(self.layout, context)
+
+
+class EMOCA_PT_clip(bpy.types.Panel):
+    bl_label = "EMOCA Face Capture"
+    bl_space_type = "CLIP_EDITOR"
+    bl_region_type = "UI"
+    bl_category = "EMOCA"
+
+    @classmethod
+    def poll(cls, context):
+        return getattr(context.space_data, "clip", None) is not None
+
+    def draw(self, context):
+        layout = self.layout
+        layout.label(text=context.space_data.clip.name, icon="SEQUENCE")
+        s = context.scene.emoca
+        if s.source != "CLIP":
+            layout.prop(s, "source")
+        _draw_capture(layout, context, clip_editor=True)
+        _draw_apply(layout.box(), context)
+
+
+CLASSES = (EMOCA_PT_view3d, EMOCA_PT_view3d_apply, EMOCA_PT_clip)

@@ -1,0 +1,199 @@
+"""Take files: the contract, atomic writes, incremental writing with bounded memory (numpy only)."""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+import zipfile
+
+import numpy as np
+import pytest
+
+from backend.errors import BackendError
+from backend.take import (
+    SMOOTHED_KEYS,
+    TAKE_KEYS,
+    TakeWriter,
+    make_synthetic_take,
+    read_take,
+    write_take,
+)
+
+
+def _row_keys(take):
+    return {k: v for k, v in take.arrays.items() if not k.startswith("raw_") and k not in ("frame", "time")}
+
+
+def test_contract_lists_every_documented_key():
+    documented = {"frame", "time", "valid", "interpolated", "confidence", "shape", "exp", "global_pose", "jaw_pose",
+                  "cam", "crop", "landmarks", "detected_landmarks", "valence", "arousal", "expression"}
+    documented |= {"raw_" + k for k in ("exp", "global_pose", "jaw_pose", "cam", "valence", "arousal", "expression")}
+    assert set(TAKE_KEYS) == documented
+    assert TAKE_KEYS["crop"] == (("N", 3, 3), "float32")
+    assert TAKE_KEYS["frame"][1] == "int64" and TAKE_KEYS["time"][1] == "float64"
+
+
+def test_round_trip_without_pickles(unicode_tmp):
+    take = make_synthetic_take(30, n_exp=50, fps=24.0, seed=3, invalid=[4, 5])
+    path = write_take(unicode_tmp / "prise 1.npz", take.arrays, take.meta)
+    assert path.exists() and not (unicode_tmp / "prise 1.npz.partial").exists()
+    back = read_take(path)
+    for key, value in take.arrays.items():
+        np.testing.assert_array_equal(back[key], value)
+        assert back[key].dtype == value.dtype
+    assert back.meta["format"] == "emoca-take" and back.meta["version"] == 1
+    assert back.meta["source"]["fps"] == 24.0
+    # the file is plain arrays: numpy reads every member with pickles forbidden, meta is a 0-d str
+    with np.load(path, allow_pickle=False) as z:
+        assert z["meta"].shape == () and z["meta"].dtype.kind == "U"
+        assert json.loads(str(z["meta"]))["backend_version"]
+    assert not back["valid"][4] and np.all(back["exp"][4] == 0) and np.all(back["crop"][5] == 0)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda a: a.pop("jaw_pose"), "missing"),
+        (lambda a: a.__setitem__("exp", a["exp"].astype(np.float64)), "dtype"),  # coerced: accepted
+        (lambda a: a.__setitem__("cam", a["cam"][:, :2]), "shape"),
+        (lambda a: a.__setitem__("raw_exp", a["raw_exp"][:, :10]), "n_exp"),
+        (lambda a: a.__setitem__("time", a["time"][:-1]), "N="),
+        (lambda a: a.__setitem__("bogus", a["time"]), "unknown"),
+    ],
+)
+def test_write_take_validates(tmp_path, change, message):
+    take = make_synthetic_take(10)
+    arrays = dict(take.arrays)
+    change(arrays)
+    if message == "dtype":  # values are cast to the contract dtype, not refused
+        write_take(tmp_path / "t.npz", arrays, take.meta)
+        assert read_take(tmp_path / "t.npz")["exp"].dtype == np.float32
+        return
+    with pytest.raises(BackendError, match=message):
+        write_take(tmp_path / "t.npz", arrays, take.meta)
+    assert list(tmp_path.iterdir()) == []  # nothing written, not even a partial file
+
+
+def test_read_take_refuses_newer_major_and_other_files(tmp_path):
+    take = make_synthetic_take(5)
+    take.meta["version"] = 2
+    write_take(tmp_path / "v2.npz", take.arrays, take.meta)
+    with pytest.raises(BackendError, match="version 2") as e:
+        read_take(tmp_path / "v2.npz")
+    assert e.value.code == "input_unsupported"
+    take.meta.update(version="1.3")  # a newer minor version is read
+    write_take(tmp_path / "v13.npz", take.arrays, take.meta)
+    assert read_take(tmp_path / "v13.npz").n_frames == 5
+    np.savez(tmp_path / "rig.npz", meta=np.array(json.dumps({"format": "emoca-rig", "version": 1})))
+    with pytest.raises(BackendError, match="emoca-rig"):
+        read_take(tmp_path / "rig.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(BackendError) as e:
+        read_take(tmp_path / "junk.npz")
+    assert e.value.code == "input_corrupt"
+    with pytest.raises(BackendError) as e:
+        read_take(tmp_path / "missing.npz")
+    assert e.value.code == "input_missing"
+
+
+def test_writer_streams_rows_and_finalizes_atomically(unicode_tmp):
+    take = make_synthetic_take(50, seed=1)
+    out = unicode_tmp / "take é.npz"
+    w = TakeWriter(out, take.meta, chunk_rows=8)
+    rows = _row_keys(take)
+    for i in range(17):
+        w.append({k: v[i] for k, v in rows.items()})
+        assert w.buffered_rows < 8
+    w.append_rows({k: v[17:40] for k, v in rows.items()})
+    w.skip(5)  # rows 40..44: not seen
+    w.append_rows({k: v[45:] for k, v in rows.items()})
+    assert not out.exists()  # nothing named .npz until finalize
+    assert w.parts_dir.exists() and w.parts_dir.name.startswith(".")
+    cols = {"frame": take["frame"], "time": take["time"]}
+    cols.update({"raw_" + k: w.column(k) for k in SMOOTHED_KEYS})
+    path = w.finalize({"note": "ok"}, cols)
+    assert path == out and not w.parts_dir.exists()
+    assert sorted(p.name for p in unicode_tmp.iterdir()) == ["take é.npz"]
+    back = read_take(out)
+    assert back.meta["note"] == "ok"
+    for key in rows:
+        np.testing.assert_array_equal(back[key][:40], take[key][:40])
+        np.testing.assert_array_equal(back[key][45:], take[key][45:])
+        assert not back[key][40:45].any()  # skipped rows are zeros (invalid)
+    np.testing.assert_array_equal(back["raw_exp"], back["exp"])
+
+
+def test_writer_abort_leaves_nothing(tmp_path):
+    take = make_synthetic_take(20)
+    with TakeWriter(tmp_path / "a.npz", take.meta, chunk_rows=4) as w:
+        w.append_rows({k: v for k, v in _row_keys(take).items()})
+        assert any(w.parts_dir.iterdir())
+    # leaving the block without finalize aborts
+    assert list(tmp_path.iterdir()) == []
+    w2 = TakeWriter(tmp_path / "b.npz", take.meta)
+    w2.append_rows({k: v for k, v in _row_keys(take).items()})
+    w2.abort()
+    assert list(tmp_path.iterdir()) == []
+    # a finalize that fails validation (no frame/time columns) leaves no take either
+    w3 = TakeWriter(tmp_path / "c.npz", take.meta)
+    w3.append_rows({k: v for k, v in _row_keys(take).items()})
+    with pytest.raises(BackendError, match="missing"):
+        w3.finalize({})
+    assert not (tmp_path / "c.npz").exists() and not (tmp_path / "c.npz.partial").exists()
+    w3.abort()
+    assert list(tmp_path.iterdir()) == []
+
+
+def _peak_bytes_writing(n_rows: int, tmp_path) -> int:
+    take = make_synthetic_take(64, seed=2)
+    rows = _row_keys(take)
+    w = TakeWriter(tmp_path / f"m{n_rows}.npz", take.meta, chunk_rows=64)
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    for a in range(0, n_rows, 64):
+        w.append_rows(rows)
+        assert w.buffered_rows < 64
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert w.n_rows == n_rows
+    w.abort()
+    return peak
+
+
+def test_writer_memory_does_not_grow_with_rows(tmp_path):
+    # 20x the rows (about 4 MB of detector landmarks per 1000 rows) must not need more memory than 1x
+    small = _peak_bytes_writing(64 * 5, tmp_path)
+    large = _peak_bytes_writing(64 * 100, tmp_path)
+    row_bytes = sum(v[0].nbytes for v in _row_keys(make_synthetic_take(1)).values())
+    assert large < small + 64 * row_bytes, (small, large)
+    assert large < 64 * 100 * row_bytes / 5
+
+
+def test_finalize_streams_big_columns_without_loading_them(tmp_path):
+    take = make_synthetic_take(64, seed=5)
+    rows = _row_keys(take)
+    w = TakeWriter(tmp_path / "big.npz", take.meta, chunk_rows=64)
+    for _ in range(40):
+        w.append_rows(rows)
+    n = w.n_rows
+    cols = {"frame": np.arange(n), "time": np.arange(n) / 25.0}
+    cols.update({"raw_" + k: w.column(k) for k in SMOOTHED_KEYS})
+    tracemalloc.start()
+    w.finalize({}, cols)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    det_bytes = n * rows["detected_landmarks"][0].nbytes
+    assert peak < det_bytes / 4  # the (N, 478, 2) column never sat in memory whole
+    with zipfile.ZipFile(tmp_path / "big.npz") as z:
+        assert "detected_landmarks.npy" in z.namelist()
+    assert read_take(tmp_path / "big.npz")["detected_landmarks"].shape == (n, 478, 2)
+
+
+def test_synthetic_take_is_plausible():
+    t = make_synthetic_take(40, n_exp=20, fps=30.0, seed=7, invalid=[0, 39])
+    assert t["exp"].shape == (40, 20) and t.n_exp == 20
+    assert np.allclose(t["expression"][1:-1].sum(1), 1.0, atol=1e-5)
+    assert np.all(np.diff(t["time"]) > 0) and t["valid"].sum() == 38
+    assert np.abs(np.diff(t["exp"][1:-1], axis=0)).max() < 0.5  # smooth curves, not noise
+    t2 = make_synthetic_take(40, n_exp=20, fps=30.0, seed=7, invalid=[0, 39])
+    np.testing.assert_array_equal(t["exp"], t2["exp"])

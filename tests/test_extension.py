@@ -1,0 +1,93 @@
+"""The extension zip: built and validated by Blender's own tool, installed into the real Blender, enabled, disabled.
+
+Runs with whichever bpy this interpreter has (5.0.1 in the main run, 4.2 LTS in the legacy run). Blender is
+driven in a subprocess so that its user folders can point at a temp dir (BLENDER_USER_RESOURCES).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = [pytest.mark.blender, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def extension_zip(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ext")
+    subprocess.run(
+        ["make", "-s", "extension", f"PY={sys.executable}", f"EXT_DIR={out / 'src'}", f"DIST={out / 'dist'}"],
+        cwd=ROOT, check=True, capture_output=True, text=True,
+    )
+    zips = list((out / "dist").glob("emoca_blender-*.zip"))
+    assert len(zips) == 1, zips
+    return zips[0]
+
+
+def test_zip_bundles_the_backend_and_excludes_tests_and_docs(extension_zip):
+    names = zipfile.ZipFile(extension_zip).namelist()
+    assert "blender_manifest.toml" in names and "__init__.py" in names
+    assert "backend/protocol.py" in names and "backend/__main__.py" in names
+    assert any(n.startswith("requirements/") for n in names)
+    assert not any(n.startswith(("tests/", "docs/")) or "__pycache__" in n for n in names)
+
+
+INSTALL_SCRIPT = textwrap.dedent(
+    """
+    import json, sys, addon_utils, bpy
+    zip_path = sys.argv[1]
+    module = "bl_ext.user_default.emoca_blender"
+
+    def ours():
+        found = []
+        for name in dir(bpy.types):
+            cls = getattr(bpy.types, name, None)
+            if getattr(cls, "__module__", "").startswith(module):
+                found.append(name)
+        return sorted(found)
+
+    before = ours()
+    bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default", enable_on_install=True)
+    enabled = addon_utils.check(module)
+    registered = ours()
+    prefs = module in bpy.context.preferences.addons and bpy.context.preferences.addons[module].preferences
+    ops = sorted(o for o in dir(bpy.ops.emoca)) if hasattr(bpy.ops, "emoca") else []
+    bpy.ops.preferences.addon_disable(module=module)
+    after = ours()
+    still_loaded = [m for m in sys.modules if m.startswith(module)]
+    bad = [m for m in sys.modules if m.split(".")[0] in ("torch", "cv2", "av", "mediapipe")]
+    print("RESULT" + json.dumps(dict(before=before, enabled=list(enabled), registered=registered,
+        prefs=bool(prefs), prefs_type=type(prefs).__name__, ops=ops, after=after, heavy_modules=bad)))
+    """
+)
+
+
+def test_installs_registers_and_unregisters_in_real_blender(extension_zip, tmp_path):
+    env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "blender user é"))
+    proc = subprocess.run(
+        [sys.executable, "-c", INSTALL_SCRIPT, str(extension_zip)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")), None)
+    assert line, proc.stdout[-2000:] + proc.stderr[-4000:]
+    res = json.loads(line[len("RESULT"):])
+    assert res["before"] == []
+    assert res["enabled"] == [True, True], res
+    assert res["prefs"], "add-on preferences are not registered"
+    panels = [n for n in res["registered"] if "_PT_" in n]
+    operators = [n for n in res["registered"] if "_OT_" in n]
+    assert panels and operators, res["registered"]
+    assert {"capture", "import_rig"} <= set(res["ops"]), res["ops"]
+    assert res["after"] == [], f"left registered after disabling: {res['after']}"
+    assert res["heavy_modules"] == [], "enabling the add-on imported backend-only modules"
+    installed = tmp_path / "blender user é" / "extensions" / "user_default" / "emoca_blender"
+    assert (installed / "backend" / "protocol.py").is_file()
