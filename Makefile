@@ -9,7 +9,7 @@ PIP_FLAGS := -q --disable-pip-version-check -c requirements/constraints.txt
 EXT_DIR := build/extension
 DIST := dist
 # Blender's own extension build/validate tool, shipped inside the bpy wheel (no Blender binary needed).
-BLENDER_EXT = $(shell $(PY) -c "import glob, importlib.util as u, os; d=os.path.dirname(u.find_spec('bpy').origin); print(sorted(glob.glob(os.path.join(d, '*', 'scripts', 'addons_core', 'bl_pkg', 'cli', 'blender_ext.py')))[-1])"
+BLENDER_EXT = $(shell find $(dir $(PY))../lib -path '*/bl_pkg/cli/blender_ext.py' 2>/dev/null | sort | tail -1)
 
 .PHONY: demo test test-main test-legacy env env-legacy extension bench lint clean
 

@@ -866,9 +866,12 @@ def import_assets(path: Path | str, root: Path | str | None = None, move: bool =
         raise BackendError("input_missing", f"{src} does not exist", "Give the path of a downloaded zip or folder.")
     result = _Plan()
     zf = None
+    archives: list[Path] = []  # zips found inside a folder (a downloads folder): imported one by one after
     try:
         if src.is_dir():
             entries, result.skipped = _folder_entries(src)
+            archives = [e.source for e in entries if e.name.lower().endswith(".zip") and zipfile.is_zipfile(e.source)]
+            entries = [e for e in entries if e.source not in archives]
             container = src.name
         elif zipfile.is_zipfile(src) and src.suffix.lower() == ".zip":
             try:
@@ -882,7 +885,7 @@ def import_assets(path: Path | str, root: Path | str | None = None, move: bool =
             container = src.parent.name
         plan, unknown = _map_entries(entries, container)
         result.skipped += [f"{n} (not part of the layout)" for n in unknown]
-        if not plan:
+        if not plan and not archives:
             raise BackendError(
                 "asset_invalid",
                 f"{src}: no known asset found (looked for FLAME/..., EMOCA/models/<name>/cfg.yaml + .ckpt, "
@@ -891,7 +894,15 @@ def import_assets(path: Path | str, root: Path | str | None = None, move: bool =
                 "see docs/assets.md for what goes where.",
             )
         root.mkdir(parents=True, exist_ok=True)
-        _import_plan(plan, root, force, result, log)
+        if plan:
+            _import_plan(plan, root, force, result, log)
+        for archive in archives:
+            try:
+                result.placed += import_assets(archive, root, move=move, force=force, log=log)
+            except BackendError as exc:
+                if exc.code == "unsafe_file":
+                    raise
+                result.failed.append(exc.message)
     finally:
         if zf is not None:
             zf.close()
@@ -1095,6 +1106,8 @@ def _download_once(url: str, part: Path, creds: Credentials | None, resume: bool
     req = urllib.request.Request(url, data=data, headers=headers, method="POST" if data else "GET")
     try:
         resp = urllib.request.urlopen(req, timeout=timeout)  # noqa: S310 - https/http URL built by us
+    except (HTTPException, ConnectionResetError, TimeoutError) as exc:  # cut before the headers: retry
+        raise _Dropped(f"{type(exc).__name__}: {exc}") from exc
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and have:  # nothing left to send: the part file may already be complete
             _, total = _content_range(exc.headers.get("Content-Range"))

@@ -58,7 +58,8 @@ class CaptureOptions:
 
     ``face``: 'largest' (the track with the largest mean face box over the clip), 'all' (one take per track
     seen in at least ALL_MIN_FRAMES frames) or a track number. ``frames``: a FrameRange or "A:B:S".
-    ``max_gap``: interior runs of at most this many missing frames are interpolated and flagged (0 = never). ``batch_size`` None = 32 on CPU, 128 on CUDA.
+    ``max_gap``: interior runs of at most this many missing frames are interpolated and flagged (0 = never).
+    ``batch_size`` None = 32 on CPU, 128 on CUDA.
     """
 
     model: str | None = None
@@ -353,6 +354,42 @@ def load_networks(options: CaptureOptions, device: str, warn: Warn) -> tuple[Net
     return Networks(recon, emotion, device, micro, bool(options.detail)), model_meta, emo_meta, fallbacks
 
 
+class _Loader(threading.Thread):
+    """load_networks in a thread; ``wait(cancel)`` returns its result or raises its error / 'cancelled'."""
+
+    def __init__(self, options: CaptureOptions, device: str, warn: Warn, preloaded=None):
+        super().__init__(name="capture-loader", daemon=True)
+        self.args = (options, device, warn)
+        self.result = preloaded
+        self.error: BaseException | None = None
+        self.seconds = 0.0
+        self.done = threading.Event()
+        if preloaded is not None:
+            self.done.set()
+
+    def start(self) -> None:
+        if not self.done.is_set():
+            super().start()
+
+    def run(self) -> None:
+        t0 = time.perf_counter()
+        try:
+            self.result = load_networks(*self.args)
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self.seconds = time.perf_counter() - t0
+            self.done.set()
+
+    def wait(self, cancel: threading.Event):
+        while not self.done.wait(0.05):
+            if cancel.is_set():
+                raise BackendError("cancelled", "capture cancelled")
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # progress
 
@@ -406,12 +443,14 @@ def _select(tracker, tracks: dict[int, _Track], face: str | int, path: str) -> l
 
 def capture(input: str | Path, output: str | Path, options: CaptureOptions | None = None,
             progress: Progress | None = None, cancel: threading.Event | None = None,
-            warn: Warn | None = None, stats: dict | None = None) -> list[Path]:
+            warn: Warn | None = None, stats: dict | None = None,
+            networks: tuple[Networks, dict, dict, list[str]] | None = None) -> list[Path]:
     """Capture ``input`` into take file(s) at ``output``; return the paths written.
 
     ``progress(done, total, stage, fps, eta)`` is called at most ~5 times a second; ``warn(message)`` gets
     fallbacks and skipped frames; ``cancel`` stops the run (BackendError 'cancelled', nothing written).
-    ``stats`` (optional dict) receives timings (seconds per stage, frames, faces).
+    ``stats`` (optional dict) receives timings (seconds per stage, frames, faces). ``networks``: the result of
+    :func:`load_networks`, to reuse loaded networks across clips (batch capture, benchmarks).
     Errors: BackendError input_* (footage), no_face, face_not_found, cancelled, asset_* (models).
     """
     from backend.footage.detect import make_detector
@@ -462,8 +501,9 @@ def capture(input: str | Path, output: str | Path, options: CaptureOptions | Non
     parts_root.mkdir(parents=True, exist_ok=True)
     stem = Path(output).stem if Path(output).suffix.lower() == ".npz" else input_path.stem
     pending: list[tuple[int, FaceObs]] = []  # (row, face) waiting for the network
-    # Networks load when the first face arrives, while the reader keeps decoding: their load overlaps
-    # decode/detect, and a clip without faces fails fast without loading them.
+    # Networks load in a thread while the reader decodes and detects (a clip without faces fails without
+    # waiting for them; a cancel during the load is seen at once).
+    loader = _Loader(options, device, warn or (lambda m: None), networks)
     nets: Networks | None = None
     model_meta: dict = {}
     emo_meta: dict = {}
@@ -477,9 +517,8 @@ def capture(input: str | Path, output: str | Path, options: CaptureOptions | Non
         if not pending:
             return
         if nets is None:
-            t0 = time.perf_counter()
-            nets, model_meta, emo_meta, fallbacks = load_networks(options, device, warn or (lambda m: None))
-            stats["load_s"] = time.perf_counter() - t0
+            nets, model_meta, emo_meta, fallbacks = loader.wait(cancel)
+            stats["load_s"] = loader.seconds
         crops = np.stack([f.crop for _, f in pending])
         t0 = time.perf_counter()
         out = nets.run(crops, cancel)
@@ -501,6 +540,7 @@ def capture(input: str | Path, output: str | Path, options: CaptureOptions | Non
         pending.clear()
 
     reader.start()
+    loader.start()
     try:
         while True:
             if cancel.is_set():

@@ -140,10 +140,11 @@ def write_keys(fcurve, frames: np.ndarray, values: np.ndarray, interpolation: st
     co = np.empty((n_new + n_kept, 2), np.float32)
     co[:n_new, 0] = frames
     co[:n_new, 1] = values
-    interp = np.full(n_new + n_kept, _INTERP[interpolation].value, np.int32)
+    # a plain list is Blender's fast path for enum properties (a numpy int buffer is converted item by item)
+    interp = [_INTERP[interpolation].value] * (n_new + n_kept)
     if n_kept:
         co[n_new:] = kept["co"]
-        interp[n_new:] = kept["interpolation"]
+        interp[n_new:] = kept["interpolation"].tolist()
     kp.foreach_set("co", co.ravel())
     kp.foreach_set("interpolation", interp)
     if n_kept:
@@ -157,7 +158,10 @@ def write_keys(fcurve, frames: np.ndarray, values: np.ndarray, interpolation: st
             buf[:, 1] = co[:, 1]
             buf[n_new:] = kept[attr]
             kp.foreach_set(attr, buf.ravel())
-    fcurve.update()  # sorts by frame and recomputes auto handles
+    if n_kept or interpolation != "LINEAR" or np.any(np.diff(frames) <= 0):
+        fcurve.update()  # sorts by frame, removes duplicates, recomputes auto handles
+    # else: sorted, unique, LINEAR keys: handles do not shape the curve, so the (costly) update is skipped, as
+    # Blender's own anim_utils does; Blender recomputes handles when someone edits the keys.
 
 
 ChannelSpec = tuple  # (frames (K,), values (K,) or (K, C)[, first array_index])

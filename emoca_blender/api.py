@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,10 +72,13 @@ APPLY_KEYS = ("frame_mapping", "start", "offset", "head_rotation", "correctives"
 
 
 def capture(footage: str | os.PathLike, rig=None, output: str | os.PathLike | None = None, python: str | None = None,
-            flame: str | None = None, verbose: bool = True, **options) -> CaptureResult:
+            flame: str | None = None, verbose: bool = True, cancel: Callable[[], bool] | None = None,
+            **options) -> CaptureResult:
     """Capture ``footage`` with the backend and apply the (first) take to ``rig`` (built when None).
 
-    ``options``: the capture request's options (model, device, batch_size, face, smooth, frames, ...) and the
+    ``cancel``: polled every 0.1 s; returning True cancels the capture (EmocaError code ``cancelled``; nothing is
+    written and the scene is untouched). ``options``: the capture request's options (model, device, batch_size,
+    face, smooth, frames, ...) and the
     apply options of :func:`apply_take` (frame_mapping, start, offset, ...), told apart by name.
     """
     footage = Path(footage)
@@ -99,8 +103,8 @@ def capture(footage: str | os.PathLike, rig=None, output: str | os.PathLike | No
             _print_event(ev)
 
     py = _python(python)
-    result = run_request(py, "capture", on_event=on_event, input=str(footage), output=str(target),
-                         options=capture_opts)
+    result = run_request(py, "capture", on_event=on_event, should_cancel=cancel, input=str(footage),
+                         output=str(target), options=capture_opts)
     takes = [Path(f) for f in result.get("files", []) if str(f).endswith(".npz")]
     if not takes:
         raise EmocaError("no_face", f"the capture of {footage} wrote no take", "Check the footage and the face option.")

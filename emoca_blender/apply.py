@@ -183,6 +183,8 @@ class _Undo:
     created: list = field(default_factory=list)
     assigned: list = field(default_factory=list)  # (id, previous action)
     objects: list = field(default_factory=list)
+    fps: tuple | None = None  # (scene, fps, fps_base) before footage_rate changed it
+    frame_range: tuple | None = None  # (scene, frame_start, frame_end) before the take's range was set
 
 
 def _scene_fps(scene) -> float:
@@ -211,7 +213,7 @@ def _target_actions(ids: dict, name: str, mode: str, push: bool, undo: _Undo) ->
         if push and current is not None:
             animation.push_down(id_data)
         elif current is not None:
-            current.use_fake_user = True  # the previous take stays in the file
+            current.use_fake_user = True  # replaced, not deleted: the previous Action stays in the file
         if animation.SLOTTED:
             if shared is None:
                 shared = animation.new_action(name)
@@ -232,8 +234,12 @@ def _target_actions(ids: dict, name: str, mode: str, push: bool, undo: _Undo) ->
 def apply_take(rig, take_path: str | os.PathLike | Take, frame_mapping: str = "resample", start: str = "one",
                offset: int = 0, head_rotation: bool = True, correctives: bool = True, emotion: bool = True,
                camera_match: bool = False, joint_offsets: bool = True, action_mode: str = "new",
-               push_down: bool = False, name: str | None = None, scene=None) -> bpy.types.Action:
+               push_down: bool = False, name: str | None = None, scene=None,
+               frame_range: bool = True) -> bpy.types.Action:
     """Apply a take to a rig (armature object or its mesh); return the armature's Action.
+
+    ``frame_range``: set the scene's start/end frames to the frames the take covers (what an animator expects
+    after a capture); off keeps the scene's range.
 
     Everything is validated before the scene is touched: a bad take or rig raises EmocaError and changes nothing.
     """
@@ -274,7 +280,8 @@ def apply_take(rig, take_path: str | os.PathLike | Take, frame_mapping: str = "r
     undo = _Undo()
     try:
         return _write(scene, arm, key, take, plan, classes, action_name, frame_mapping, base, head_rotation,
-                      correctives, emotion, camera_match, joint_expdirs is not None, action_mode, push_down, undo)
+                      correctives, emotion, camera_match, joint_expdirs is not None, action_mode, push_down, undo,
+                      frame_range)
     except Exception:
         for id_data, previous in undo.assigned:
             animation.assign_action(id_data, previous)
@@ -282,14 +289,22 @@ def apply_take(rig, take_path: str | os.PathLike | Take, frame_mapping: str = "r
             bpy.data.objects.remove(obj)
         for action in undo.created:
             bpy.data.actions.remove(action)
+        if undo.fps is not None:
+            undo.fps[0].render.fps, undo.fps[0].render.fps_base = undo.fps[1:]
+        if undo.frame_range is not None:
+            undo.frame_range[0].frame_start, undo.frame_range[0].frame_end = undo.frame_range[1:]
         raise
 
 
 def _write(scene, arm, key, take, plan, classes, action_name, frame_mapping, base, head_rotation, correctives,
-           emotion, camera_match, offsets, action_mode, push, undo) -> bpy.types.Action:
+           emotion, camera_match, offsets, action_mode, push, undo, frame_range) -> bpy.types.Action:
     f, v, span = plan.frames, plan.values, plan.span
     if plan.fps:
+        undo.fps = (scene, scene.render.fps, scene.render.fps_base)
         scene.render.fps, scene.render.fps_base = fps_to_scene(plan.fps)
+    if frame_range:
+        undo.frame_range = (scene, scene.frame_start, scene.frame_end)
+        scene.frame_start, scene.frame_end = int(math.floor(span[0])), int(math.ceil(span[1]))
     ids = {"armature": arm, "key": key}
     camera = None
     if camera_match:
@@ -365,8 +380,9 @@ def camera_track(take: Take, plan: TakePlan) -> tuple[np.ndarray, np.ndarray]:
     s, tx, ty = cam[:, 0], cam[:, 1], cam[:, 2]
     k = np.sqrt(np.abs(np.linalg.det(crop[:, :2, :2])))
     px_per_unit = k * 112.0 * s
-    x = ((width / 2 - crop[:, 0, 2]) / (k * 112.0) - 1) / s - tx
-    y = (1 - (height / 2 - crop[:, 1, 2]) / (k * 112.0)) / s - ty
+    # frame pixels index pixel centres (docs/formats.md), so the frame's centre is at ((W - 1) / 2, (H - 1) / 2)
+    x = (((width - 1) / 2 - crop[:, 0, 2]) / (k * 112.0) - 1) / s - tx
+    y = (1 - ((height - 1) / 2 - crop[:, 1, 2]) / (k * 112.0)) / s - ty
     loc = np.stack([x, y, np.ones_like(x)], 1)  # 1 m in front of the face (+Z), looking down -Z
     return loc, max(width, height) / px_per_unit
 

@@ -221,3 +221,75 @@ def run_request(python: str | os.PathLike, type_: str, on_event: Callable[[dict]
                 cancel_time = time.monotonic()
             if cancelled and time.monotonic() - cancel_time > 10:
                 raise EmocaError("cancelled", f"{type_} was cancelled")
+
+
+class CaptureJob:
+    """The capture as a state machine fed with events: what the modal operator runs on each timer tick.
+
+    ``start()`` sends the capture request; ``step()`` drains the backend's events and returns the state:
+    ``running``, ``done`` (``take_files`` and, when a rig was asked for, ``rig_file`` are set), ``failed``
+    (``error`` is an EmocaError) or ``cancelled``. With ``rig_output`` set, a finished capture is followed by an
+    ``export_rig`` request on the same backend. Progress fields: ``progress`` (0..1), ``stage``, ``fps``, ``eta``.
+    """
+
+    def __init__(self, proc: BackendProcess, capture_fields: dict, rig_output: str | None = None,
+                 flame: str | None = None):
+        self.proc = proc
+        self.fields = capture_fields
+        self.rig_output = rig_output
+        self.flame = flame
+        self.state = "new"
+        self.req_id: str | None = None
+        self.rig_req: str | None = None
+        self.progress, self.stage, self.fps, self.eta = 0.0, "starting", 0.0, None
+        self.warnings: list[str] = []
+        self.take_files: list[str] = []
+        self.rig_file: str | None = None
+        self.error: EmocaError | None = None
+
+    def start(self) -> None:
+        self.req_id = self.proc.request("capture", **self.fields)
+        self.state = "running"
+
+    def cancel(self) -> None:
+        """Ask the backend to stop; it answers with a ``cancelled`` error and writes nothing final."""
+        if self.state == "running":
+            self.proc.cancel(self.rig_req or self.req_id)
+            self.state = "cancelled"
+
+    def step(self) -> str:
+        for ev in self.proc.poll():
+            if self.state != "running":
+                break
+            self._handle(ev)
+        return self.state
+
+    def _handle(self, ev: dict) -> None:
+        etype, eid = ev.get("type"), ev.get("id")
+        if etype == "progress" and eid == self.req_id:
+            total = max(int(ev.get("total") or 0), 1)
+            self.progress = min(float(ev.get("done") or 0) / total, 1.0)
+            self.stage = str(ev.get("stage", ""))
+            self.fps = float(ev.get("fps") or 0.0)
+            self.eta = ev.get("eta")
+        elif etype == "warning" or (etype == "log" and ev.get("level") in ("warning", "error")):
+            self.warnings.append(str(ev.get("message")))
+        elif etype == "error" and eid in (self.req_id, self.rig_req, None):
+            self.error = error_from_event(ev, self.proc.log(20))
+            self.state = "cancelled" if self.error.code == "cancelled" else "failed"
+        elif etype == "exit":
+            self.error = EmocaError("internal", f"the backend exited (status {ev.get('returncode')}) before "
+                                    f"finishing\n{self.proc.log(30)}")
+            self.state = "failed"
+        elif etype == "result" and eid == self.req_id:
+            self.take_files = [str(f) for f in ev.get("files", []) if str(f).endswith(".npz")]
+            self.progress = 1.0
+            if self.rig_output is None:
+                self.state = "done"
+            else:
+                fields = {"output": self.rig_output, **({"flame": self.flame} if self.flame else {})}
+                self.rig_req = self.proc.request("export_rig", **fields)
+                self.stage = "rig"
+        elif etype == "result" and eid == self.rig_req:
+            self.rig_file = str((ev.get("files") or [self.rig_output])[0])
+            self.state = "done"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import bpy
@@ -18,10 +17,11 @@ from bpy_extras.io_utils import ImportHelper
 
 from . import properties
 from .apply import apply_take
-from .client import BackendProcess, error_from_event, run_request
+from .client import BackendProcess, CaptureJob, run_request
 from .errors import EmocaError
 from .preferences import backend_python, capture_options, get_prefs
-from .rig import build_rig, find_rig
+from .rig import build_rig, find_rig, remove_rig
+from .take import read_take
 
 
 def target_rig(context, name: str = ""):
@@ -111,7 +111,7 @@ class _ApplyOptions:
     rig_name: StringProperty(name="Rig", default="", description="Armature to animate (empty: the panel's rig)")
     use_scene_settings: BoolProperty(name="Use Panel Settings", default=False, options={"HIDDEN", "SKIP_SAVE"})
 
-    def options(self, context) -> dict:
+    def apply_options(self, context) -> dict:
         if self.use_scene_settings:
             return apply_kwargs(context.scene.emoca)
         return {k: getattr(self, k) for k in ("frame_mapping", "start", "offset", "head_rotation", "correctives",
@@ -134,7 +134,8 @@ class EMOCA_OT_apply_take(bpy.types.Operator, ImportHelper, _ApplyOptions):
             self.report({"ERROR"}, "No FLAME rig: import one first or pick it as the target rig")
             return {"CANCELLED"}
         try:
-            action = apply_take(rig, bpy.path.abspath(self.filepath), scene=context.scene, **self.options(context))
+            action = apply_take(rig, bpy.path.abspath(self.filepath), scene=context.scene,
+                                **self.apply_options(context))
         except EmocaError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
@@ -174,12 +175,21 @@ class EMOCA_OT_capture(bpy.types.Operator, _ApplyOptions):
         self.rig_name_resolved = self.rig.name if self.rig is not None else ""
 
     def _finish_apply(self, context, take_files: list[str], rig_file: str | None):
+        if not take_files:
+            raise EmocaError("no_face", f"the capture of {self.footage} wrote no take",
+                             "Check the footage, the frame range and the face option.")
+        take = read_take(take_files[0])  # validate before anything is added to the scene
         if self.rig_name_resolved:
             rig = bpy.data.objects[self.rig_name_resolved]  # look up by name: no RNA pointers across modal steps
+            action = apply_take(rig, take, scene=context.scene, **self.apply_options(context))
         else:
             rig = build_rig(rig_file, context=context)
+            try:
+                action = apply_take(rig, take, scene=context.scene, **self.apply_options(context))
+            except EmocaError:
+                remove_rig(rig)
+                raise
             context.scene.emoca.rig = rig
-        action = apply_take(rig, take_files[0], scene=context.scene, **self.options(context))
         extra = f" ({len(take_files) - 1} more takes in {Path(take_files[0]).parent})" if len(take_files) > 1 else ""
         self.report({"INFO"}, f"Captured {Path(self.footage).name} -> {action.name}{extra}")
         return {"FINISHED"}
@@ -204,7 +214,7 @@ class EMOCA_OT_capture(bpy.types.Operator, _ApplyOptions):
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
 
-    # ---- modal path (the UI)
+    # ---- modal path (the UI): the CaptureJob state machine, stepped by a 0.1 s timer
     def invoke(self, context, event):
         if bpy.app.background:
             return self.execute(context)
@@ -214,13 +224,17 @@ class EMOCA_OT_capture(bpy.types.Operator, _ApplyOptions):
         try:
             self._prepare(context)
             self._proc = BackendProcess(backend_python(context))
-            self.req_id = self._proc.request("capture", **self.capture_fields)
+            prefs = get_prefs(context)
+            flame = bpy.path.abspath(prefs.flame_path) if prefs is not None and prefs.flame_path else None
+            self.job = CaptureJob(self._proc, self.capture_fields,
+                                  rig_output=None if self.rig_name_resolved else str(self.rig_dir / "rig.npz"),
+                                  flame=flame)
+            self.job.start()
         except EmocaError as exc:
+            if self._proc is not None:
+                self._proc.close(timeout=1)
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        self.take_files: list[str] = []
-        self.rig_req = None
-        self.started = time.monotonic()
         wm = context.window_manager
         job = wm.emoca_job
         job.running, job.progress, job.stage, job.fps, job.eta = True, 0.0, "starting", 0.0, -1.0
@@ -232,45 +246,26 @@ class EMOCA_OT_capture(bpy.types.Operator, _ApplyOptions):
 
     def modal(self, context, event):
         if event.type == "ESC":
-            self._proc.cancel(self.req_id if self.rig_req is None else self.rig_req)
+            self.job.cancel()
             self._stop(context, "Capture cancelled; the scene is unchanged")
             self.report({"WARNING"}, "Capture cancelled")
             return {"CANCELLED"}
         if event.type != "TIMER":
             return {"PASS_THROUGH"}
+        n_warnings = len(self.job.warnings)
+        state = self.job.step()
+        for message in self.job.warnings[n_warnings:]:
+            self.report({"WARNING"}, message)
         job = context.window_manager.emoca_job
-        for ev in self._proc.poll():
-            etype = ev.get("type")
-            if etype == "progress" and ev.get("id") == self.req_id:
-                total = max(int(ev.get("total") or 0), 1)
-                job.progress = min(float(ev.get("done", 0)) / total, 1.0)
-                job.stage = str(ev.get("stage", ""))
-                job.fps = float(ev.get("fps") or 0.0)
-                job.eta = float(ev["eta"]) if ev.get("eta") is not None else -1.0
-                context.window_manager.progress_update(int(job.progress * 1000))
-            elif etype in ("warning", "log") and ev.get("level", "warning") in ("warning", "error"):
-                self.report({"WARNING"}, str(ev.get("message")))
-            elif etype == "error":
-                exc = error_from_event(ev)
-                self._stop(context, f"Capture failed: {exc.message}")
-                self.report({"ERROR"}, str(exc))
-                return {"CANCELLED"}
-            elif etype == "exit":
-                self._stop(context, "The backend stopped")
-                self.report({"ERROR"}, f"The backend exited before finishing:\n{self._proc.log(20)}")
-                return {"CANCELLED"}
-            elif etype == "result" and ev.get("id") == self.req_id:
-                self.take_files = self._takes(ev)
-                if self.rig_name_resolved:
-                    return self._complete(context, None)
-                prefs = get_prefs(context)
-                fields = {"output": str(self.rig_dir / "rig.npz")}
-                if prefs is not None and prefs.flame_path:
-                    fields["flame"] = bpy.path.abspath(prefs.flame_path)
-                self.rig_req = self._proc.request("export_rig", **fields)
-                job.stage = "rig"
-            elif etype == "result" and ev.get("id") == self.rig_req:
-                return self._complete(context, (ev.get("files") or [None])[0])
+        job.progress, job.stage, job.fps = self.job.progress, self.job.stage, self.job.fps
+        job.eta = float(self.job.eta) if self.job.eta is not None else -1.0
+        context.window_manager.progress_update(int(job.progress * 1000))
+        if state in ("failed", "cancelled"):
+            self._stop(context, f"Capture {state}: {self.job.error.message if self.job.error else ''}")
+            self.report({"ERROR"}, str(self.job.error))
+            return {"CANCELLED"}
+        if state == "done":
+            return self._complete(context, self.job.rig_file)
         for area in context.screen.areas if context.screen else []:
             if area.type in ("VIEW_3D", "CLIP_EDITOR"):
                 area.tag_redraw()
@@ -279,7 +274,7 @@ class EMOCA_OT_capture(bpy.types.Operator, _ApplyOptions):
     def _complete(self, context, rig_file):
         self._stop(context, "")
         try:
-            return self._finish_apply(context, self.take_files, rig_file)
+            return self._finish_apply(context, self.job.take_files, rig_file)
         except EmocaError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}

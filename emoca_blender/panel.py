@@ -21,10 +21,11 @@ def _draw_job(layout, context) -> bool:
     return job.running
 
 
-def _draw_capture(layout, context, clip_editor: bool) -> None:
+def _draw_capture(layout, context, clip=None) -> None:
+    """The capture options and button; in the Clip Editor the footage is the editor's Movie Clip."""
     s = context.scene.emoca
     col = layout.column()
-    if not clip_editor:
+    if clip is None:
         col.prop(s, "source")
         if s.source == "FILE":
             col.prop(s, "footage")
@@ -42,6 +43,8 @@ def _draw_capture(layout, context, clip_editor: bool) -> None:
     row.enabled = not running
     op = row.operator("emoca.capture", icon="REC")
     op.use_scene_settings = True
+    if clip is not None:
+        op.input = bpy.path.abspath(clip.filepath, library=clip.library)
 
 
 def _draw_apply(layout, context) -> None:
@@ -73,7 +76,7 @@ class EMOCA_PT_view3d(bpy.types.Panel):
         row.operator("emoca.import_rig", icon="ARMATURE_DATA")
         op = row.operator("emoca.import_rig", text="From Backend", icon="CONSOLE")
         op.use_backend = True
-        _draw_capture(layout.box(), context, clip_editor=False)
+        _draw_capture(layout.box(), context)
 
 
 class EMOCA_PT_view3d_apply(bpy.types.Panel):
@@ -100,11 +103,9 @@ class EMOCA_PT_clip(bpy.types.Panel):
 
     def draw(self, context):
         layout = self.layout
-        layout.label(text=context.space_data.clip.name, icon="SEQUENCE")
-        s = context.scene.emoca
-        if s.source != "CLIP":
-            layout.prop(s, "source")
-        _draw_capture(layout, context, clip_editor=True)
+        clip = context.space_data.clip
+        layout.label(text=clip.name, icon="SEQUENCE")
+        _draw_capture(layout, context, clip=clip)
         _draw_apply(layout.box(), context)
 
 

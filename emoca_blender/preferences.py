@@ -102,18 +102,23 @@ def check_assets(python: str) -> str:
 
 
 def format_status(status) -> str:
-    """One line per asset: ``name: found (path)`` or ``name: MISSING (hint)`` (tolerant of the JSON layout)."""
+    """One line per asset: ``name: found (path)`` or ``name: MISSING (what it is, where it goes)``."""
     items = status.get("assets", status) if isinstance(status, dict) else status
     if isinstance(items, dict):
-        items = [dict(v, name=k) if isinstance(v, dict) else {"name": k, "found": bool(v)} for k, v in items.items()]
+        items = [dict(v, key=k) if isinstance(v, dict) else {"key": k, "present": bool(v)} for k, v in items.items()]
     lines = []
     for item in items or []:
         if not isinstance(item, dict):
             lines.append(str(item))
             continue
-        found = item.get("found", item.get("ok", item.get("present")))
-        detail = item.get("path") if found else (item.get("hint") or item.get("path") or "")
-        lines.append(f"{item.get('name', '?')}: {'found' if found else 'MISSING'}" + (f" ({detail})" if detail else ""))
+        name = item.get("key") or item.get("name") or "?"
+        found = bool(item.get("present", item.get("found", item.get("ok")))) and item.get("valid") is not False
+        word = "found" if found else ("invalid" if item.get("present") else "MISSING")
+        if not found and item.get("optional"):
+            word += " (optional)"
+        detail = item.get("path", "") if found else "; ".join(
+            str(x) for x in (item.get("message"), item.get("description"), item.get("path")) if x)
+        lines.append(f"{name}: {word}" + (f" - {detail}" if detail else ""))
     return "\n".join(lines)
 
 
@@ -255,7 +260,8 @@ class EmocaPreferences(bpy.types.AddonPreferences):
         if box_text:
             box = col.box()
             for line in box_text.splitlines():
-                box.label(text=line, icon="ERROR" if "MISSING" in line or line.startswith("error") else "CHECKMARK")
+                bad = "MISSING" in line or "invalid" in line or line.startswith("error")
+                box.label(text=line, icon="ERROR" if bad else "CHECKMARK")
         if job.env_log:
             box = col.box()
             box.label(text="pip log (last lines):", icon="ERROR")

@@ -220,3 +220,14 @@ def find_rig(obj: bpy.types.Object | None) -> bpy.types.Object | None:
     if obj.parent is not None and obj.parent.type == "ARMATURE" and "emoca_n_exp" in obj.parent:
         return obj.parent
     return None
+
+
+def remove_rig(arm: bpy.types.Object) -> None:
+    """Delete a rig built by :func:`build_rig` (armature, mesh and their data)."""
+    mesh_obj = next((c for c in arm.children if c.type == "MESH"), None)
+    datablocks = [arm.data] + ([mesh_obj.data] if mesh_obj is not None else [])
+    for obj in ([mesh_obj] if mesh_obj is not None else []) + [arm]:
+        bpy.data.objects.remove(obj)
+    for data in datablocks:
+        if data.users == 0:
+            (bpy.data.armatures if isinstance(data, bpy.types.Armature) else bpy.data.meshes).remove(data)

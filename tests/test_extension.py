@@ -43,7 +43,9 @@ def test_zip_bundles_the_backend_and_excludes_tests_and_docs(extension_zip):
 
 INSTALL_SCRIPT = textwrap.dedent(
     """
-    import json, sys, addon_utils, bpy
+    import json, sys
+    import bpy
+    import addon_utils
     zip_path = sys.argv[1]
     module = "bl_ext.user_default.emoca_blender"
 

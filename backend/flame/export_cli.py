@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -43,41 +44,55 @@ def _note(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-def export(args: argparse.Namespace) -> dict:
+def export_rig(
+    output: str | Path,
+    flame: str | Path | None = None,
+    landmarks: str | Path | None = None,
+    n_shape: int = 100,
+    n_exp: int = 50,
+    shape_from: str | Path | None = None,
+    note: Callable[[str], None] = _note,
+) -> dict:
+    """Write the rig file; returns {"files": [path], "model": name}. Shared by the CLI and the protocol.
+
+    flame None: the synthetic test head (and its embedding). Otherwise the FLAME file, with
+    ``landmark_embedding.npy`` and ``head_template.obj`` looked up beside it (official layout).
+    ``note`` receives the human messages (stderr for the CLI).
+    """
     from backend.flame.rig import write_rig
 
-    if args.flame is None:
+    if flame is None:
         from backend.flame.synthetic import synthetic_head, synthetic_landmark_embedding
 
-        flame = synthetic_head()
-        embedding = synthetic_landmark_embedding(flame)
-        _note("no --flame given: exporting the synthetic test head (not FLAME)")
+        model = synthetic_head()
+        embedding = synthetic_landmark_embedding(model)
+        note("no --flame given: exporting the synthetic test head (not FLAME)")
     else:
         from backend.flame.io import load_flame, read_obj_uvs
         from backend.flame.landmarks import load_landmark_embedding
 
-        flame = load_flame(args.flame)
-        folder = Path(args.flame).parent
-        lmk = args.landmarks or folder / "landmark_embedding.npy"
+        model = load_flame(flame)
+        folder = Path(flame).parent
+        lmk = Path(landmarks) if landmarks is not None else folder / "landmark_embedding.npy"
         embedding = None
         if lmk.is_file():
             embedding = load_landmark_embedding(lmk)
-            embedding.validate(len(flame.faces), str(lmk))
-        elif args.landmarks is not None:
+            embedding.validate(len(model.faces), str(lmk))
+        elif landmarks is not None:
             raise BackendError("asset_missing", f"landmark embedding not found: {lmk}")
         else:
-            _note(f"warning: no landmark embedding at {lmk}: the rig has no landmarks (retargeting needs them)")
+            note(f"warning: no landmark embedding at {lmk}: the rig has no landmarks (retargeting needs them)")
         obj = folder / "head_template.obj"
-        if flame.uvs is None and obj.is_file():
-            flame.uvs, flame.uv_faces = read_obj_uvs(obj, flame.faces)
-        elif flame.uvs is None:
-            _note(f"note: no {obj.name} next to the FLAME file: the rig has no UVs")
-    shape = shape_from_take(args.shape_from) if args.shape_from is not None else None
-    out = write_rig(args.output, flame, embedding, shape=shape, n_shape=args.n_shape, n_exp=args.n_exp)
-    return {"files": [str(out)], "model": flame.name}
+        if model.uvs is None and obj.is_file():
+            model.uvs, model.uv_faces = read_obj_uvs(obj, model.faces)
+        elif model.uvs is None:
+            note(f"note: no {obj.name} next to the FLAME file: the rig has no UVs")
+    shape = shape_from_take(Path(shape_from)) if shape_from is not None else None
+    out = write_rig(output, model, embedding, shape=shape, n_shape=n_shape, n_exp=n_exp)
+    return {"files": [str(out)], "model": model.name}
 
 
 def run(args: argparse.Namespace) -> int:
-    result = export(args)
+    result = export_rig(args.output, args.flame, args.landmarks, args.n_shape, args.n_exp, args.shape_from)
     print(result["files"][0])
     return 0

@@ -66,9 +66,12 @@ class ChStub:
 
     @property
     def value(self) -> np.ndarray:
-        if "x" in self.state:
-            return np.asarray(self.state["x"])
-        raise ValueError("chumpy object without an 'x' array")
+        x = self.state.get("x")
+        if isinstance(x, ChStub):
+            return x.value
+        if x is not None:
+            return np.asarray(x)
+        raise ValueError(f"a chumpy object without an 'x' array (state keys {sorted(map(str, self.state))})")
 
 
 class SparseStub:
@@ -175,13 +178,16 @@ def restricted_load(path: str | Path) -> object:
             raise BackendError("asset_invalid", f"{path}: not a readable pickle ({type(exc).__name__}: {exc})") from exc
 
 
-def _plain(x) -> np.ndarray:
+def _plain(x, source: str = "", key: str = "") -> np.ndarray:
     """A chumpy stand-in, a sparse matrix or an array -> a dense numpy array."""
-    if isinstance(x, ChStub):
-        return x.value
-    if hasattr(x, "toarray"):
-        return np.asarray(x.toarray())
-    return np.asarray(x)
+    try:
+        if isinstance(x, ChStub):
+            return x.value
+        if hasattr(x, "toarray"):
+            return np.asarray(x.toarray())
+        return np.asarray(x)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BackendError("asset_invalid", f"{source}: cannot read '{key}' as an array ({exc})") from exc
 
 
 # ----------------------------------------------------------------------------------------------- FLAME
@@ -202,20 +208,20 @@ def flame_from_dict(d: dict, source: str, n_shape_total: int | None = None) -> F
     missing = [k for k in required if k not in d]
     if missing:
         raise BackendError("asset_invalid", f"{source}: missing fields {missing}; found {sorted(map(str, d))}")
-    v = _plain(d["v_template"]).astype(np.float32)
+    v = _plain(d["v_template"], source, "v_template").astype(np.float32)
     _expect(source, "v_template", v, (None, 3))
     n = v.shape[0]
-    faces = _plain(d["f"]).astype(np.int64)
+    faces = _plain(d["f"], source, "f").astype(np.int64)
     _expect(source, "f", faces, (None, 3))
-    sd = _plain(d["shapedirs"]).astype(np.float32)
+    sd = _plain(d["shapedirs"], source, "shapedirs").astype(np.float32)
     _expect(source, "shapedirs", sd, (n, 3, None))
-    pd = _plain(d["posedirs"]).astype(np.float32)
+    pd = _plain(d["posedirs"], source, "posedirs").astype(np.float32)
     _expect(source, "posedirs", pd, (n, 3, N_POSEDIRS))
-    jr = _plain(d["J_regressor"]).astype(np.float32)
+    jr = _plain(d["J_regressor"], source, "J_regressor").astype(np.float32)
     _expect(source, "J_regressor", jr, (N_JOINTS, n))
-    w = _plain(d["weights"]).astype(np.float32)
+    w = _plain(d["weights"], source, "weights").astype(np.float32)
     _expect(source, "weights", w, (n, N_JOINTS))
-    kt = _plain(d["kintree_table"]).astype(np.int64)
+    kt = _plain(d["kintree_table"], source, "kintree_table").astype(np.int64)
     _expect(source, "kintree_table", kt, (2, N_JOINTS))
     parents = kt[0].copy()
     parents[0] = -1  # the root's parent is stored as a large sentinel (2**32-1) in the pkl

@@ -88,7 +88,7 @@ def dynamic_bin(yaw_degrees, convention: str = "deca"):
 
 # ------------------------------------------------------------------------- torch-free tensor unpickling
 class _Storage:
-    """A torch storage rebuilt as a flat numpy array (from the zip record or the legacy raw stream)."""
+    """A torch storage rebuilt as a flat numpy array (from the legacy torch.save stream)."""
 
     def __init__(self, dtype: np.dtype, data: np.ndarray | None = None):
         self.dtype = dtype
@@ -135,10 +135,10 @@ class _InnerUnpickler(pickle.Unpickler):
             import collections
 
             return collections.OrderedDict
-        raise pickle.UnpicklingError(f"refused global {module}.{name}")
+        raise BackendError("unsafe_file", f"refused to load the global '{module}.{name}' inside a torch storage")
 
     def persistent_load(self, pid):
-        # legacy: ('storage', storage_type, key, location, numel, view_metadata); zip: 5 entries
+        # ('storage', storage_type, key, location, numel, view_metadata)
         if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
             raise pickle.UnpicklingError(f"unexpected persistent id {pid!r}")
         st, key = pid[1], str(pid[2])
@@ -150,17 +150,15 @@ class _InnerUnpickler(pickle.Unpickler):
 
 
 def _storage_from_bytes(data: bytes) -> _Storage:
-    """What ``torch.storage._load_from_bytes`` rebuilds (a storage torch.save'd, legacy or zip), as numpy."""
+    """What ``torch.storage._load_from_bytes`` rebuilds, as numpy.
+
+    A storage pickled by plain pickle carries its own ``torch.save`` in the legacy (non-zip) format, which
+    torch uses there in every version since 1.6 (and before, when there was no other).
+    """
     bio = io.BytesIO(data)
     storages: dict[str, _Storage] = {}
     if zipfile.is_zipfile(bio):
-        with zipfile.ZipFile(bio) as zf:
-            pkl = next(n for n in zf.namelist() if n.endswith("data.pkl"))
-            prefix = pkl[: -len("data.pkl")]
-            obj = _InnerUnpickler(zf.open(pkl), storages).load()
-            for key, st in storages.items():
-                st.data = np.frombuffer(zf.read(f"{prefix}data/{key}"), dtype=st.dtype).copy()
-        return obj
+        raise pickle.UnpicklingError("unexpected zip-format storage inside a pickle")
     bio.seek(0)  # is_zipfile moved it
     # legacy format: magic, protocol version, sys info, the object, the storage keys, then per storage
     # (in key order) an int64 element count followed by the raw little-endian data
@@ -174,6 +172,17 @@ def _storage_from_bytes(data: bytes) -> _Storage:
         raw = bio.read(int(count) * st.dtype.itemsize)
         st.data = np.frombuffer(raw, dtype=st.dtype.newbyteorder("<")).astype(st.dtype)
     return obj
+
+
+class _TensorType:
+    """Stand-in for the tensor class named by ``_rebuild_from_type_v2`` (the array is plain numpy anyway)."""
+
+
+def _rebuild_from_type(func, _type, args, _state=None):
+    """``torch._tensor._rebuild_from_type_v2``: the tensor is ``func(*args)``; the subclass/state is dropped."""
+    if func is not _rebuild_tensor:
+        raise pickle.UnpicklingError("unexpected tensor rebuild function")
+    return func(*args)
 
 
 class _EmbeddingUnpickler(pickle.Unpickler):
@@ -194,6 +203,10 @@ class _EmbeddingUnpickler(pickle.Unpickler):
             return _rebuild_tensor
         if module == "torch.storage" and name == "_load_from_bytes":
             return _storage_from_bytes
+        if module == "torch._tensor" and name == "_rebuild_from_type_v2":
+            return _rebuild_from_type
+        if module == "torch" and name in ("Tensor", "LongTensor", "FloatTensor"):
+            return _TensorType
         if module == "torch" and name in _STORAGE_DTYPES:
             return _StorageType(name)
         if module == "collections" and name == "OrderedDict":
@@ -218,8 +231,10 @@ def _load_npy_object(path: Path) -> object:
             return arr.reshape(shape)
         try:
             obj = _EmbeddingUnpickler(fh, str(path)).load()
-        except BackendError:
-            raise
+        except BackendError as exc:
+            if str(path) in exc.message:
+                raise
+            raise BackendError(exc.code, f"{path}: {exc.message}", exc.hint) from exc
         except Exception as exc:  # a corrupt or truncated pickle
             raise BackendError("asset_invalid", f"{path}: cannot read the pickled content ({exc})") from exc
     return obj

@@ -441,14 +441,18 @@ def render_preview(
     scale: float | None = None,
     center: tuple[float, float] = (0.0, 0.0),
     background: tuple[int, int, int] = (40, 40, 40),
+    cam: tuple[float, float, float] | None = None,
 ) -> np.ndarray:
     """Frontal orthographic textured render (painter's algorithm by depth), (S, S, 3) uint8 RGB.
 
     vertices (V, 3) model space (default: the template). A model point (X, Y) lands on pixel
     u = (s*(X - cx) + 1) * S/2, v = (-s*(Y - cy) + 1) * S/2 with s = ``scale`` (default: fits the template's
     width into 80% of the image): the weak-perspective camera of docs/formats.md with tx = -cx, ty = -cy.
+    ``cam`` = [s, tx, ty] overrides scale/center (then pixels are camera.project's, for a 224-style crop).
     Needs cv2 (per-triangle affine texture warps).
     """
+    if cam is not None:
+        scale, center = float(cam[0]), (-float(cam[1]), -float(cam[2]))
     import cv2
 
     verts = np.asarray(head.v_template if vertices is None else vertices, dtype=np.float64)
@@ -469,9 +473,12 @@ def render_preview(
     uv_faces = np.asarray(head.uv_faces if head.uv_faces is not None else head.faces)
     image = np.empty((S, S, 3), np.uint8)
     image[:] = background
-    # painted far to near (no back-face culling: a closing eyelid may fold a thin triangle over)
+    # back-facing triangles first, then front-facing ones, each far to near: front faces always win, and a
+    # triangle folded over (a closing eyelid) still fills its hole instead of showing the background
+    a, b, c = verts[faces[:, 0]], verts[faces[:, 1]], verts[faces[:, 2]]
+    front = np.cross(b - a, c - a)[:, 2] > 0
     depth = verts[faces].mean(axis=1)[:, 2]
-    for f in np.argsort(depth, kind="stable"):
+    for f in np.lexsort((depth, front)):
         dst = px[faces[f]].astype(np.float32)
         src = tpx[uv_faces[f]].astype(np.float32)
         x0, y0 = np.floor(dst.min(0)).astype(int)

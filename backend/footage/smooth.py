@@ -255,13 +255,15 @@ class SmoothingOptions:
                 "cutoff_hz": {g: round(self.cutoff(g), 4) for g in self.enabled_groups()}}
 
 
-def smooth_channels(arrays: dict[str, np.ndarray], valid: np.ndarray, fps: float, options: SmoothingOptions,
-                    times: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def smooth_channels(arrays: dict[str, np.ndarray], valid: np.ndarray, fps: float,
+                    options: SmoothingOptions | None = None, times: np.ndarray | None = None
+                    ) -> dict[str, np.ndarray]:
     """Smoothed copies of the known channels (CHANNEL_GROUPS) of enabled groups; other keys pass through.
 
     arrays: name -> (N,) or (N, D); valid: (N,) bool (invalid rows keep their values, runs are filtered apart);
-    times: (N,) seconds for the one-euro filter (default index / fps). Dtypes are kept.
+    times: (N,) seconds for the one-euro filter (default index / fps). Dtypes are kept. options None = defaults.
     """
+    options = SmoothingOptions() if options is None else options
     valid = np.asarray(valid, bool)
     n = len(valid)
     times = np.arange(n) / float(fps) if times is None else np.asarray(times, np.float64)

@@ -125,12 +125,13 @@ class _Writer:
 
     def __init__(self, path: str | os.PathLike, size: tuple[int, int], fps: float, codec: str = "libx264",
                  pix_fmt: str = "yuv420p", crf: int = 16, gop: int = 12, rotation: int = 0,
-                 time_base: Fraction | None = None):
+                 time_base: Fraction | None = None, faststart: bool = True):
         import av
 
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        opts = {"movflags": "faststart"} if self.path.suffix.lower() in {".mp4", ".mov", ".m4v"} else {}
+        mp4 = self.path.suffix.lower() in {".mp4", ".mov", ".m4v"}
+        opts = {"movflags": "faststart"} if mp4 and faststart else {}
         self.container = av.open(str(self.path), "w", options=opts)
         rate = Fraction(fps).limit_denominator(1001)
         self.stream = self.container.add_stream(codec, rate=rate)
@@ -300,9 +301,11 @@ def read_counter(image: np.ndarray) -> int:
 
 
 def make_counter_clip(path: str | os.PathLike, n_frames: int = 60, size: tuple[int, int] = (64, 48),
-                      fps: float = 25.0, gop: int = 25, pix_fmt: str = "yuv420p") -> SyntheticClip:
-    """A tiny constant-rate clip whose frame i shows ``counter_image(i)``."""
-    writer = _Writer(path, size, fps, pix_fmt=pix_fmt, gop=gop, crf=10)
+                      fps: float = 25.0, gop: int = 25, pix_fmt: str = "yuv420p", faststart: bool = True
+                      ) -> SyntheticClip:
+    """A tiny constant-rate clip whose frame i shows ``counter_image(i)``. ``faststart=False`` puts the MP4
+    index at the end (PyAV's default), where a truncated copy cannot be opened at all."""
+    writer = _Writer(path, size, fps, pix_fmt=pix_fmt, gop=gop, crf=10, faststart=faststart)
     for i in range(n_frames):
         writer.write(counter_image(i, size))
     writer.close()

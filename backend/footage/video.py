@@ -37,6 +37,8 @@ _CONTAINER_MAGIC = (
     (0, b"FLV"), (0, b"OggS"), (0, b"\x30\x26\xb2\x75"),  # FLV, Ogg, ASF/WMV
     (0, b"\x00\x00\x00\x01"), (0, b"\x00\x00\x01"),  # raw H.264/HEVC Annex B
 )
+# FFmpeg "decodes" any text file as ANSI art (the tty demuxer): that is not footage.
+_TEXT_CODECS = frozenset({"ansi", "bintext", "xbin", "idf", "text", "srt", "subrip", "ass", "webvtt"})
 Warn = Callable[[str], None]
 
 
@@ -279,10 +281,12 @@ class _VideoFootage(Footage):
                                    "a truncated MP4 whose index sits at the end cannot be read") from None
             raise BackendError("input_unsupported", f"{path}: not a video, image sequence or image that can be "
                                f"read ({e.strerror or e})") from None
-        if not container.streams.video:
+        text_codec = container.streams.video and container.streams.video[0].codec_context.name in _TEXT_CODECS
+        if not container.streams.video or text_codec:
             container.close()
             raise BackendError("input_unsupported", f"{path}: the file has no video stream "
-                               f"(streams: {[s.type for s in container.streams] or 'none'})")
+                               f"(streams: {[s.type for s in container.streams] or 'none'}"
+                               f"{'; text is not footage' if text_codec else ''})")
         self._container = container
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"  # frame + slice threads: decode is the first bottleneck of capture

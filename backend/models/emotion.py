@@ -172,7 +172,7 @@ def emotion_arch_from_cfg(cfg: dict, source: str = "cfg.yaml") -> EmotionArch:
         raise unsupported("EmoNet (EmoNetModule)")
     if "vgg" in ident:
         raise unsupported("a VGG-backbone network (never released)")
-    n_expr = _n_expression(model, source)
+    n_expr = _n_expression(model, cfg.get("data") if isinstance(cfg.get("data"), dict) else {}, source)
     if "emodeca" in ident or any(k in model for k in _EMODECA_FIELDS):
         return EmotionArch("emodeca", n_expr, _emodeca_config(model, n_expr, source))
     if "torchvision" in ident or "imagenet" in ident:
@@ -188,7 +188,8 @@ def emotion_arch_from_cfg(cfg: dict, source: str = "cfg.yaml") -> EmotionArch:
     )
 
 
-def _n_expression(model: dict, source: str) -> int:
+def _n_expression(model: dict, data: dict, source: str) -> int:
+    """Number of expression classes: ``model.n_expression``, else ``data.n_expression``, else 8 (released)."""
     for flag in ("predict_expression", "predict_valence", "predict_arousal"):
         if model.get(flag) is False:
             raise BackendError(
@@ -196,7 +197,7 @@ def _n_expression(model: dict, source: str) -> int:
                 f"{source}: model.{flag} is false; only networks predicting expression, valence and arousal "
                 "are supported",
             )
-    n = model.get("n_expression", 8)
+    n = model.get("n_expression", data.get("n_expression", 8))
     if not isinstance(n, int) or not 1 <= n <= len(AFFECTNET_CLASSES):
         raise BackendError(
             "config_invalid", f"{source}: model.n_expression = {n!r}; expected 1..{len(AFFECTNET_CLASSES)}"

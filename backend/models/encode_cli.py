@@ -7,7 +7,7 @@ official fallback) and marked ``detected = False``. With ``--crop none`` every i
 
 Output arrays (N records): shape (N,100), tex (N,50), exp (N,50), pose (N,6) [global|jaw], cam (N,3),
 light (N,9,3), detail (N,128), vertices (N,V,3) model space, landmarks2d (N,68,2) normalised crop coords,
-landmarks3d (N,68,3), landmarks (N,68,2) image pixels, crop (N,3,3) crop pixels -> image pixels,
+landmarks3d (N,68,3) model space, landmarks (N,68,2) image pixels, crop (N,3,3) crop pixels -> image pixels,
 image_index (N,), face_index (N,), detected (N,) bool, [valence (N,), arousal (N,), expression (N,C)], and
 ``meta`` (JSON string: images, model, crop mode, notes, emotion classes).
 """

@@ -18,6 +18,7 @@ import enum
 import math
 import os
 import pickle
+import re
 import typing
 import zipfile
 from collections.abc import Mapping
@@ -129,10 +130,11 @@ def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = 
         with torch.serialization.safe_globals(_allowed_globals()):
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        text = str(exc)
-        if "weights_only" in text or "Unsupported global" in text or "not an allowed global" in text:
-            bad = _unsafe_globals(path)
-            what = ", ".join(bad) if bad else text.splitlines()[0][:300]
+        # the weights-only unpickler reports refused globals and plain corruption with the same exception type
+        bad = _unsafe_globals(path)
+        m = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if bad or m:
+            what = ", ".join(bad) if bad else m.group(1)
             raise BackendError(
                 "unsafe_file",
                 f"{path} references code that is not plain data ({what}); refusing to load it",
@@ -145,7 +147,8 @@ def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = 
 
 def _corrupt(path: Path, exc: BaseException) -> BackendError:
     size = path.stat().st_size
-    first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip() and "weights_only" not in ln]
+    first = lines[-1][:200] if lines else type(exc).__name__
     return BackendError(
         "asset_invalid",
         f"{path} ({size} bytes) is truncated or corrupt and cannot be read as a torch checkpoint ({first})",
@@ -310,6 +313,12 @@ def load_emoca_folder(
                                "with cfg.yaml) instead")
         raise BackendError("asset_missing", f"{folder}: model folder not found")
     cfg_path = folder / "cfg.yaml"
+    if not cfg_path.is_file() and ((folder / "data.pkl").is_file() or any(folder.glob("*/data.pkl"))):
+        raise BackendError(
+            "asset_invalid",
+            f"{folder} looks like an extracted deca_model.tar. deca_model.tar is a single file written by "
+            "torch.save, not a tar archive: do not extract it; pass the deca_model.tar file itself",
+        )
     if not cfg_path.is_file():
         raise BackendError("asset_invalid", f"{folder} has no cfg.yaml; expected an EMOCA model folder "
                            "(cfg.yaml, coarse/checkpoints, detail/checkpoints)")

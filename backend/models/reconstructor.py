@@ -256,8 +256,9 @@ class FaceReconstructor:
 
     def decode(self, codes: dict[str, Any]) -> dict[str, torch.Tensor]:
         """FLAME in float32 -> vertices (B,V,3) and joints (B,5,3) in model space; landmarks2d (B,68,2) in
-        normalised crop coords [-1,1] (+y down, dynamic contour); landmarks3d (B,68,3) the static 68 points
-        projected the same way (z scaled and negated, as DECA); landmarks_mp (B,105,2) when embedded."""
+        normalised crop coords [-1,1] (+y down, dynamic contour); landmarks3d (B,68,3) the static 68-point
+        embedding in model space (before projection, as the encode contract says); landmarks_mp (B,105,2)
+        projected like landmarks2d, when embedded."""
         from backend.flame.camera import project
 
         def t(name):
@@ -270,7 +271,7 @@ class FaceReconstructor:
             if out.landmarks2d is not None:
                 res["landmarks2d"] = project(out.landmarks2d, cam)[..., :2]
             if out.landmarks3d is not None:
-                res["landmarks3d"] = project(out.landmarks3d, cam)
+                res["landmarks3d"] = out.landmarks3d
             if out.landmarks_mp is not None:
                 res["landmarks_mp"] = project(out.landmarks_mp, cam)[..., :2]
         return res

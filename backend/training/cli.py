@@ -31,6 +31,7 @@ DEFAULTS: dict[str, Any] = {
     "name": "emoca",
     "output_dir": "runs/emoca",
     "seed": 0,
+    "threads": None,  # torch CPU threads (null: torch's default); 1 avoids thrashing on a busy shared CPU
     "model": {
         "init": None,
         "expression_backbone": "deca_clone",
@@ -253,6 +254,10 @@ def train(cfg: dict, reporter: _JsonProgress | None = None) -> dict:
     from lightning.pytorch.loggers import CSVLogger
     from torch.utils.data import DataLoader
 
+    if cfg.get("threads"):
+        import torch
+
+        torch.set_num_threads(int(cfg["threads"]))
     L.seed_everything(int(cfg["seed"]), workers=True)
     out = Path(cfg["output_dir"])
     ckpt_dir = out / ("coarse" if cfg["task"] == "emoca" else "") / "checkpoints"
@@ -326,9 +331,9 @@ def run(args: argparse.Namespace) -> int:
     result.pop("module", None)
     files = [p for p in (result["best_checkpoint"], result["last_checkpoint"]) if p]
     if json_mode:
-        real_stdout.write(protocol.encode(protocol.make("result", id=args.id, files=files,
-                                                         checkpoint=result["best_checkpoint"] or result["last_checkpoint"],
-                                                         **{k: v for k, v in result.items()})))
+        best = result["best_checkpoint"] or result["last_checkpoint"]
+        msg = protocol.make("result", id=args.id, files=files, checkpoint=best, **result)
+        real_stdout.write(protocol.encode(msg))
         real_stdout.flush()
     else:
         for k, v in result.items():

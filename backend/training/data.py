@@ -95,7 +95,7 @@ def read_affectnet_csv(path: Path) -> dict[str, dict]:
             raise BackendError("input_unsupported", f"{path}: no file column (expected subDirectory_filePath, "
                                f"file, path or image); found {reader.fieldnames}")
         for row in reader:
-            def num(name, default=math.nan):
+            def num(name, default=math.nan, row=row):
                 c = cols.get(name)
                 try:
                     return float(row[c]) if c and row[c] not in ("", None) else default
@@ -135,7 +135,7 @@ def preprocess_folder(root: str | Path, cache_dir: str | Path, image_size: int =
     ONCE: the result is ``cache_dir/<key>.npz`` (crops uint8 (N,S,S,3), landmarks68 / landmarks_mp in crop
     pixels, source names). A second call with unchanged files returns the same cache without work.
     """
-    from backend.footage.crop import crop_transform, box_from_landmarks, transform_points, warp_crop
+    from backend.footage.crop import box_from_landmarks, crop_transform, transform_points, warp_crop
     from backend.footage.detect import make_detector
     from backend.footage.video import open_footage
 

@@ -136,10 +136,44 @@ def light_reg(light: torch.Tensor) -> torch.Tensor:
 
 
 def expression_param_loss(exp_pred: torch.Tensor, exp_gt: torch.Tensor) -> torch.Tensor:
-    """SYNTHETIC-DATA SANITY LOSS (not part of EMOCA): mean L1 to known expression parameters, only usable on
-    renders of the synthetic head whose parameters are known. (B, n) x2 -> ()."""
+    """SYNTHETIC-DATA SANITY LOSS (not part of EMOCA): mean squared error to known expression parameters, only
+    usable on renders of the synthetic head whose parameters are known. (B, n) x2 -> ()."""
     n = min(exp_pred.shape[1], exp_gt.shape[1])
-    return (exp_pred[:, :n] - exp_gt[:, :n]).abs().mean()
+    return ((exp_pred[:, :n] - exp_gt[:, :n]) ** 2).mean()
+
+
+# ---- the emotion recognition network (emoca.md §6) -------------------------------------------------------------
+def pcc(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Pearson correlation of two (N,) vectors."""
+    xm, ym = x - x.mean(), y - y.mean()
+    return (xm * ym).sum() / (xm.norm() * ym.norm() + eps)
+
+
+def ccc(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Lin's concordance correlation: 2 cov / (var_x + var_y + (mean_x - mean_y)^2)."""
+    xm, ym = x.mean(), y.mean()
+    cov = ((x - xm) * (y - ym)).mean()
+    return 2 * cov / (x.var(unbiased=False) + y.var(unbiased=False) + (xm - ym) ** 2 + eps)
+
+
+def emotion_losses(out: torch.Tensor, valence: torch.Tensor, arousal: torch.Tensor, expression: torch.Tensor,
+                   n_expression: int = 8) -> dict[str, torch.Tensor]:
+    """The emotion net's losses (emoca.md §6): v_mse, a_mse, 1-PCC and 1-CCC on valence/arousal, NLL on the
+    expression class. out (B, n+2) raw [logits | v | a]; NaN targets / expression -1 are skipped."""
+    from backend.models.caffe_resnet import split_outputs
+
+    logp, v, a = split_outputs(out, n_expression)
+    terms: dict[str, torch.Tensor] = {}
+    for name, pred, gt in (("v", v, valence), ("a", a, arousal)):
+        ok = torch.isfinite(gt)
+        if ok.sum() >= 2:
+            terms[f"{name}_mse"] = ((pred[ok] - gt[ok]) ** 2).mean()
+            terms[f"{name}_pcc"] = 1 - pcc(pred[ok], gt[ok])
+            terms[f"{name}_ccc"] = 1 - ccc(pred[ok], gt[ok])
+    ok = expression >= 0
+    if ok.any():
+        terms["expr_nll"] = torch.nn.functional.nll_loss(logp[ok], expression[ok])
+    return terms
 
 
 def total(terms: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:

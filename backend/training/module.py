@@ -24,21 +24,23 @@ from backend.training import losses as LS
 
 class TinyEncoder(nn.Module):
     """A small CNN stand-in for the ResNet-50 expression encoder, for the tiny CPU config ONLY (not loadable
-    by capture). (B, 3, S, S) [0,1] -> (B, outsize)."""
+    by capture). Keeps the final 4x4 spatial map (flattened, not pooled) and sees pixel coordinates as two
+    extra input channels (CoordConv): expressions are WHERE things move. (B, 3, S, S) [0,1] -> (B, outsize)."""
 
-    def __init__(self, outsize: int, width: int = 32):
+    def __init__(self, outsize: int, width: int = 24):
         super().__init__()
-        chans = [3, width, width * 2, width * 4, width * 4]
+        chans = [5, width, width * 2, width * 4, width * 4]
         layers: list[nn.Module] = []
         for a, b in zip(chans[:-1], chans[1:]):
             layers += [nn.Conv2d(a, b, 3, stride=2, padding=1), nn.BatchNorm2d(b), nn.ReLU(inplace=True)]
-        self.encoder = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.layers = nn.Sequential(nn.Linear(chans[-1], 128), nn.ReLU(inplace=True), nn.Linear(128, outsize))
-        nn.init.zeros_(self.layers[2].weight)  # start from "neutral" like a fresh head would be near 0
-        nn.init.zeros_(self.layers[2].bias)
+        self.encoder = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(4), nn.Flatten())
+        self.layers = nn.Sequential(nn.Linear(chans[-1] * 16, 256), nn.ReLU(inplace=True), nn.Linear(256, outsize))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.layers(self.encoder(images))
+        B, _, H, W = images.shape
+        ys = torch.linspace(-1, 1, H, device=images.device, dtype=images.dtype).view(1, 1, H, 1).expand(B, 1, H, W)
+        xs = torch.linspace(-1, 1, W, device=images.device, dtype=images.dtype).view(1, 1, 1, W).expand(B, 1, H, W)
+        return self.layers(self.encoder(torch.cat([images, xs, ys], 1)))
 
 
 def _cfg_get(cfg: Any, path: str, default: Any = None) -> Any:
@@ -237,39 +239,6 @@ class EmocaCoarseModule(L.LightningModule):
 
 
 # ------------------------------------------------------------------------------------------- emotion network
-def pcc(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Pearson correlation of two (N,) vectors."""
-    xm, ym = x - x.mean(), y - y.mean()
-    return (xm * ym).sum() / (xm.norm() * ym.norm() + eps)
-
-
-def ccc(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Lin's concordance correlation: 2 cov / (var_x + var_y + (mean_x - mean_y)^2)."""
-    xm, ym = x.mean(), y.mean()
-    cov = ((x - xm) * (y - ym)).mean()
-    return 2 * cov / (x.var(unbiased=False) + y.var(unbiased=False) + (xm - ym) ** 2 + eps)
-
-
-def emotion_losses(out: torch.Tensor, valence: torch.Tensor, arousal: torch.Tensor, expression: torch.Tensor,
-                   n_expression: int = 8) -> dict[str, torch.Tensor]:
-    """The emotion net's losses (emoca.md §6): v_mse, a_mse, 1-PCC and 1-CCC on valence/arousal, NLL on the
-    expression class. out (B, n+2) raw [logits | v | a]; NaN targets / expression -1 are skipped."""
-    from backend.models.caffe_resnet import split_outputs
-
-    logp, v, a = split_outputs(out, n_expression)
-    terms: dict[str, torch.Tensor] = {}
-    for name, pred, gt in (("v", v, valence), ("a", a, arousal)):
-        ok = torch.isfinite(gt)
-        if ok.sum() >= 2:
-            terms[f"{name}_mse"] = ((pred[ok] - gt[ok]) ** 2).mean()
-            terms[f"{name}_pcc"] = 1 - pcc(pred[ok], gt[ok])
-            terms[f"{name}_ccc"] = 1 - ccc(pred[ok], gt[ok])
-    ok = expression >= 0
-    if ok.any():
-        terms["expr_nll"] = torch.nn.functional.nll_loss(logp[ok], expression[ok])
-    return terms
-
-
 class EmotionRecognitionModule(L.LightningModule):
     """ResNet-50 (Caffe layout, as EmoCnnModule) regressing valence/arousal and 8 AffectNet classes."""
 
@@ -289,7 +258,7 @@ class EmotionRecognitionModule(L.LightningModule):
 
     def step(self, batch):
         out = self.net(batch["image"])
-        terms = emotion_losses(out, batch["valence"], batch["arousal"], batch["expression"], self.n_expression)
+        terms = LS.emotion_losses(out, batch["valence"], batch["arousal"], batch["expression"], self.n_expression)
         if not terms:
             raise BackendError("input_unsupported", "the emotion network needs annotated data: no sample in the "
                                "batch has valence/arousal or an expression class",

@@ -1,17 +1,17 @@
 """Small files in the official asset layouts (no licensed data), zip builders and a local download server.
 
-The FLAME pickle, landmark embedding and mediapipe embedding written here follow emoca.md 2.5-2.6 (a plain dict
-pickle with a scipy.sparse J_regressor; a 0-d object array holding a dict; an npz with two arrays) at a tiny
-vertex count; model folders come from the shared official-layout writer ``tests.fixtures.checkpoints`` with a
-tiny state dict (the layout, cfg.yaml, decoy checkpoints and Lightning fields are the official ones).
+FLAME files come from the shared official-format writers (``tests.fixtures.flame_files``) at a small vertex
+count; model and emotion folders from ``tests.fixtures.checkpoints`` / ``emotion_files`` with a tiny state dict
+(layout, cfg.yaml, decoy checkpoints and Lightning fields are the official ones; only ``--deep`` notices that the
+weights do not fit the network).
 """
 
 from __future__ import annotations
 
 import io
-import pickle
 import socket
 import struct
+import tempfile
 import threading
 import urllib.parse
 import zipfile
@@ -21,57 +21,36 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse
 
-N_VERTS, N_FACES = 12, 20
+from tests.fixtures import flame_files
 
-
-def flame_pkl_bytes(seed: int = 0, n_components: int = 310) -> bytes:
-    """A FLAME-layout pickle (fields of generic_model.pkl) at N_VERTS vertices."""
-    rng = np.random.default_rng(seed)
-    jr = np.zeros((5, N_VERTS))
-    jr[np.arange(5), np.arange(5)] = 1.0
-    w = rng.random((N_VERTS, 5))
-    d = {
-        "v_template": rng.normal(size=(N_VERTS, 3)) * 0.1,
-        "f": rng.integers(0, N_VERTS, size=(N_FACES, 3)).astype(np.uint32),
-        "shapedirs": rng.normal(size=(N_VERTS, 3, n_components)) * 1e-3,
-        "posedirs": rng.normal(size=(N_VERTS, 3, 36)) * 1e-3,
-        "J_regressor": scipy.sparse.csc_matrix(jr),
-        "weights": w / w.sum(1, keepdims=True),
-        "kintree_table": np.array([[2**32 - 1, 0, 1, 1, 1], [0, 1, 2, 3, 4]], dtype=np.int64),
-        "bs_style": "lbs",
-    }
-    return pickle.dumps(d, protocol=4)
+N_VERTS = 60  # small test heads (the official FLAME has 5023)
 
 
-def landmark_embedding_bytes(seed: int = 0) -> bytes:
-    rng = np.random.default_rng(seed)
-    bary = lambda *s: rng.dirichlet(np.ones(3), size=s)  # noqa: E731
-    d = {
-        "static_lmk_faces_idx": rng.integers(0, N_FACES, 51).astype(np.int64),
-        "static_lmk_bary_coords": bary(51),
-        "dynamic_lmk_faces_idx": rng.integers(0, N_FACES, (79, 17)).astype(np.int64),
-        "dynamic_lmk_bary_coords": bary(79, 17).astype(np.float32),
-        "full_lmk_faces_idx": rng.integers(0, N_FACES, (1, 68)).astype(np.int64),
-        "full_lmk_bary_coords": bary(1, 68).astype(np.float32),
-    }
-    buf = io.BytesIO()
-    np.save(buf, np.array(d, dtype=object), allow_pickle=True)
-    return buf.getvalue()
+def _via_file(write, name: str, *args, **kwargs) -> bytes:
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / name
+        write(path, *args, **kwargs)
+        return path.read_bytes()
 
 
-def mediapipe_embedding_bytes(seed: int = 0) -> bytes:
-    rng = np.random.default_rng(seed)
-    buf = io.BytesIO()
-    np.savez(buf, lmk_face_idx=rng.integers(0, N_FACES, 105), lmk_b_coords=rng.dirichlet(np.ones(3), 105))
-    return buf.getvalue()
+def flame_pkl_bytes(seed: int = 0) -> bytes:
+    """generic_model.pkl's layout (protocol-2 pickle of chumpy Ch objects, old scipy csc path), random data."""
+    return _via_file(flame_files.write_flame_pkl, "generic_model.pkl", n_vertices=N_VERTS, seed=seed)
+
+
+def landmark_embedding_bytes(seed: int = 1) -> bytes:
+    """DECA/EMOCA's landmark_embedding.npy (0-d object array, two pickled torch tensors)."""
+    return _via_file(flame_files.write_landmark_embedding, "landmark_embedding.npy", seed=seed)
+
+
+def mediapipe_embedding_bytes(seed: int = 3) -> bytes:
+    return _via_file(flame_files.write_mediapipe_embedding, "mediapipe_landmark_embedding.npz", seed=seed)
 
 
 def obj_bytes() -> bytes:
-    lines = [f"v {i * 0.01:.3f} 0 0" for i in range(N_VERTS)] + [f"vt {i / N_VERTS:.3f} 0.5" for i in range(N_VERTS)]
-    lines += [f"f {a}/{a} {a + 1}/{a + 1} {a + 2}/{a + 2}" for a in range(1, N_VERTS - 1)]
-    return ("\n".join(lines) + "\n").encode()
+    a = flame_files.flame_arrays(N_VERTS)
+    return _via_file(flame_files.write_head_template_obj, "head_template.obj", a["v_template"], a["f"])
 
 
 def npy_bytes(arr: np.ndarray) -> bytes:
@@ -125,13 +104,12 @@ def write_model_folder(parent: Path, name: str) -> Path:
 
 
 def write_emotion_folder(parent: Path, name: str = "ResNet50") -> Path:
-    from tests.fixtures.checkpoints import torch_save
+    """An official-layout emotion folder (the ResNet-50 cfg.yaml, a Lightning checkpoint) with a tiny state."""
+    from tests.fixtures.emotion_files import resnet50_cfg
+    from tests.fixtures.emotion_files import write_emotion_folder as write
 
-    folder = parent / name
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "cfg.yaml").write_text("model:\n  backbone: resnet50\n  n_expression: 8\n", encoding="utf-8")
-    torch_save({"state_dict": tiny_state()}, folder / "checkpoints" / "deca-epoch=01-val_loss=0.5.ckpt")
-    return folder
+    write(parent / name, cfg=resnet50_cfg(), state_dict=tiny_state())
+    return parent / name
 
 
 def folder_to_zip_entries(folder: Path, arc_prefix: str) -> dict[str, bytes]:

@@ -149,6 +149,19 @@ def test_flame_specific_credentials_win(monkeypatch):
     assert "p2" not in repr(assets.resolve_credentials("flame"))
 
 
+def test_prompted_credentials(monkeypatch):
+    import getpass
+
+    asked = []
+    monkeypatch.setattr("builtins.input", lambda prompt: asked.append(prompt) or USER)
+    monkeypatch.setattr(getpass, "getpass", lambda prompt: asked.append(prompt) or PASSWORD)
+    creds = assets.resolve_credentials("flame", prompt=True)
+    assert (creds.username, creds.password) == (USER, PASSWORD) and "flame.is.tue.mpg.de" in asked[0]
+    monkeypatch.setattr("builtins.input", lambda prompt: "")  # EMOCA: empty = download without an account
+    assert assets.resolve_credentials("emoca", prompt=True) is None
+    assert assets.resolve_credentials("flame", prompt=False) is None
+
+
 def test_unknown_name(root):
     with pytest.raises(BackendError) as e:
         assets.fetch(["EMOCA_v3"], root)

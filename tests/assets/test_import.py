@@ -197,3 +197,17 @@ def test_cli_import(root, asset_env, capsys):
     bad = H.make_zip(asset_env / "bad.zip", {"../x": b"1"})
     assert main(["assets", "--root", str(root), "import", str(bad)]) == 2
     assert "error [unsafe_file]" in capsys.readouterr().err
+
+
+def test_a_downloads_folder_with_zips_and_a_loose_deca_tar(root, asset_env):
+    dl = asset_env / "Téléchargements"
+    H.make_zip(dl / "FLAME2020.zip", {"generic_model.pkl": H.flame_pkl_bytes()})
+    H.make_zip(dl / "sub" / "FLAME.zip", {k: v for k, v in H.flame_folder_files().items() if "mask" in k})
+    from tests.fixtures.checkpoints import torch_save
+
+    torch_save({"E_flame": H.tiny_state()}, dl / "deca_model.tar")  # a torch zip file, but not an archive to open
+    placed = assets.import_assets(dl, root)
+    assert sorted(placed) == sorted(str(root / r) for r in (
+        "DECA/data/deca_model.tar", "FLAME/geometry/generic_model.pkl", "FLAME/mask/uv_face_mask.png",
+        "FLAME/mask/uv_face_eye_mask.png"))
+    assert _valid(root, "deca_tar", "flame2020", "uv_face_mask")[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -171,11 +172,22 @@ def test_torch_hub_fan_weights(asset_env):
 @pytest.mark.torch
 def test_deep_loads_the_networks(root):
     H.write_model_folder(root / "EMOCA" / "models", "EMOCA")
-    cheap = assets.status(root, keys=["model:EMOCA"])[0]
-    deep = assets.status(root, keys=["model:EMOCA"], deep=True)[0]
-    assert cheap.valid is True
-    # the tiny state dict has the official layout but not the network's keys: only the full load notices
-    assert deep.valid is False and "missing" in deep.message
+    H.write_emotion_folder(root / "EmotionRecognition" / "image_based_networks")
+    keys = ["model:EMOCA", "emotion:ResNet50"]
+    cheap = {s.key: s for s in assets.status(root, keys=keys)}
+    deep = {s.key: s for s in assets.status(root, keys=keys, deep=True)}
+    for k in keys:
+        assert cheap[k].valid is True
+        # the tiny state dict has the official layout but not the network's keys: only the full load notices
+        assert deep[k].valid is False and "missing" in deep[k].message, deep[k].message
+
+
+def test_cli_entry_point_json(root):
+    env = {**os.environ, "EMOCA_BLENDER_ASSETS": str(root)}
+    out = subprocess.run([sys.executable, "-m", "backend", "assets", "status", "--json"], capture_output=True,
+                         env=env, check=True, cwd=Path(__file__).resolve().parents[2])
+    doc = json.loads(out.stdout.decode("utf-8"))
+    assert doc["root"] == str(root) and doc["root_source"] == "$EMOCA_BLENDER_ASSETS"
 
 
 def test_status_does_not_import_mediapipe_or_fer(root):

@@ -92,6 +92,18 @@ def test_same_rate_every_channel_reads_back_equal(rig, make_take, fresh_scene):
         for c, cls in enumerate(CLASSES):
             assert rig[f"emoca_expr_{cls}"] == pytest.approx(take["expression"][row, c], abs=1e-5)
     assert len(fcurve(key, 'key_blocks["Exp000"].value').keyframe_points) == 40
+    assert (fresh_scene.frame_start, fresh_scene.frame_end) == (1, 40)  # the scene now plays the take
+
+
+def test_frame_range_option_keeps_the_scene_range(rig, make_take, fresh_scene):
+    set_fps(fresh_scene, 30)
+    fresh_scene.frame_start, fresh_scene.frame_end = 5, 17
+    path, _ = make_take(n_frames=40, fps=30.0)
+    apply_take(rig, path, frame_range=False)
+    assert (fresh_scene.frame_start, fresh_scene.frame_end) == (5, 17)
+    apply_take(rig, path, start="playhead", offset=100)
+    first = fresh_scene.frame_current + 100
+    assert (fresh_scene.frame_start, fresh_scene.frame_end) == (first, first + 39)
 
 
 def test_resample_to_a_different_scene_rate_by_time(rig, make_take, fresh_scene):
@@ -144,6 +156,17 @@ def test_invalid_frames_get_no_keys(rig, make_take, fresh_scene, mapping):
         owner = rig_mesh(rig).data.shape_keys if path_.startswith("key") else rig
         frames = key_frames(fcurve(owner, path_))
         np.testing.assert_array_equal(frames, [f for f in range(1, 21) if f - 1 not in (5, 6, 7)])
+
+
+def test_optional_channels_can_be_left_out(rig, make_take):
+    path, _ = make_take(n_frames=8)
+    apply_take(rig, path, head_rotation=False, correctives=False, emotion=False)
+    key = rig_mesh(rig).data.shape_keys
+    assert fcurve(key, 'key_blocks["Exp000"].value') is not None
+    assert fcurve(key, 'key_blocks["Pose009"].value') is None
+    assert fcurve(rig, 'pose.bones["jaw"].rotation_quaternion', 3) is not None
+    assert fcurve(rig, 'pose.bones["root"].rotation_quaternion') is None
+    assert fcurve(rig, '["emoca_valence"]') is None and "emoca_valence" not in rig
 
 
 def test_keys_outside_the_captured_range_are_left_alone(rig, make_take, fresh_scene):
@@ -280,7 +303,7 @@ def test_camera_match_projects_the_mesh_like_the_take(rig, make_take, fresh_scen
     for vi in (0, 100, 300):
         local = np.array(me.vertices[vi].co)
         ndc = world_to_camera_view(fresh_scene, cam.evaluated_get(dg), ev.matrix_world @ mathutils.Vector(local))
-        got = np.array([ndc.x * 640, (1 - ndc.y) * 360])
+        got = np.array([ndc.x * 640, (1 - ndc.y) * 360]) - 0.5  # camera view: pixel corners; takes: centres
         x, y = s * (local[0] + tx), -s * (local[1] + ty)
         want = (crop @ [(x + 1) * 112, (y + 1) * 112, 1])[:2]
         np.testing.assert_allclose(got, want, atol=1e-2)

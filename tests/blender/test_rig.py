@@ -158,3 +158,16 @@ def test_bad_rig_file_is_refused_with_a_clear_error(tmp_path, rig_file):
     assert len(bpy.data.objects) == n_objects
     with pytest.raises(EmocaError, match="not found"):
         build_rig(tmp_path / "missing.npz")
+
+
+def test_remove_rig_deletes_everything_it_built(rig_file):
+    from emoca_blender.rig import remove_rig
+
+    def counts():
+        return len(bpy.data.objects), len(bpy.data.meshes), len(bpy.data.armatures)
+
+    before = counts()
+    arm = build_rig(rig_file)
+    assert counts() == (before[0] + 2, before[1] + 1, before[2] + 1)
+    remove_rig(arm)
+    assert counts() == before

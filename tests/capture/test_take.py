@@ -150,7 +150,7 @@ def _peak_bytes_writing(n_rows: int, tmp_path) -> int:
     w = TakeWriter(tmp_path / f"m{n_rows}.npz", take.meta, chunk_rows=64)
     tracemalloc.start()
     tracemalloc.reset_peak()
-    for a in range(0, n_rows, 64):
+    for _ in range(0, n_rows, 64):
         w.append_rows(rows)
         assert w.buffered_rows < 64
     peak = tracemalloc.get_traced_memory()[1]

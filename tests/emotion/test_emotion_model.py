@@ -279,3 +279,27 @@ def test_cuda_agrees_with_cpu(resnet_folder, astronaut_tensor):
             torch.testing.assert_close(b[k].cpu(), a[k], rtol=1e-3, atol=1e-3)
         fa, fb = cpu.features(x), gpu.features(x.cuda())
         torch.testing.assert_close(fb.cpu(), fa, rtol=1e-3, atol=1e-3)
+
+
+def test_config_reading_rules():
+    """Pure decisions on plain configs: class count sources, EmoDECA inputs, type/backbone agreement."""
+    from backend.models.emotion import emotion_arch_from_cfg
+
+    assert emotion_arch_from_cfg(ef.resnet50_cfg()).kind == "resnet50_caffe"
+    cfg = ef.resnet50_cfg()
+    del cfg["model"]["n_expression"], cfg["model"]["model_type"]
+    cfg["data"]["n_expression"] = 7
+    arch = emotion_arch_from_cfg(cfg)
+    assert (arch.kind, arch.n_expression) == ("resnet50_caffe", 7)
+    arch = emotion_arch_from_cfg(ef.emodeca_cfg())
+    assert arch.kind == "emodeca" and arch.emodeca.in_features == 153
+    for bad in (
+        ef.emodeca_cfg(use_global_pose=True),
+        ef.emodeca_cfg(use_detail_code=True),
+        ef.resnet50_cfg(predict_valence=False),
+        ef.resnet50_cfg(n_expression=11),
+        ef.resnet50_cfg(backbone="resnet101"),
+    ):
+        with pytest.raises(BackendError) as e:
+            emotion_arch_from_cfg(bad)
+        assert e.value.code == "config_invalid"

@@ -119,3 +119,17 @@ def test_dynamic_bin_rule(yaw, deca, ringnet):
 
 def test_dynamic_bin_vectorised():
     np.testing.assert_array_equal(dynamic_bin(np.array([-30.0, 30.0, 100.0])), [69, 30, 39])
+
+
+@pytest.mark.torch
+def test_exploit_inside_a_tensor_storage_refused(tmp_path):
+    from tests.fixtures.flame_files import write_malicious_storage_embedding
+
+    marker = tmp_path / "pwned"
+    write_malicious_storage_embedding(tmp_path / "landmark_embedding.npy", marker)
+    assert b"torch.storage" in (tmp_path / "landmark_embedding.npy").read_bytes()
+    with pytest.raises(BackendError) as err:
+        load_landmark_embedding(tmp_path / "landmark_embedding.npy")
+    assert err.value.code == "unsafe_file" and "landmark_embedding.npy" in err.value.message
+    assert "system" in err.value.message
+    assert not marker.exists()

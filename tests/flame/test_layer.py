@@ -145,8 +145,8 @@ def test_dynamic_contour_follows_yaw_bins(head):
     ring = _layer(head, dataclasses.replace(emb, convention="ringnet"))
     out = _run(ring, np.zeros((1, 100)), np.zeros((1, 50)), pose[:1])
     v = out.vertices[0].numpy().astype(np.float64)
-    np.testing.assert_allclose(out.landmarks2d[0, :17].numpy(),
-                               _bary_points(v, faces, emb.dynamic_faces[69], emb.dynamic_bary[69]), atol=1e-6)  # fmt: skip
+    want = _bary_points(v, faces, emb.dynamic_faces[69], emb.dynamic_bary[69])
+    np.testing.assert_allclose(out.landmarks2d[0, :17].numpy(), want, atol=1e-6)
 
 
 def test_gradients_are_finite_at_zero_pose(head, embedding):

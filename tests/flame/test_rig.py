@@ -142,3 +142,16 @@ def test_cli_bad_flame_is_a_clear_error(tmp_path):
     assert res.returncode == 2
     assert "asset_invalid" in res.stderr and "generic_model.pkl" in res.stderr
     assert not (tmp_path / "rig.npz").exists()
+
+
+def test_obj_uvs_must_match_the_model_faces(tmp_path):
+    from backend.flame.io import read_obj_uvs
+
+    head = synthetic_head()
+    uvs, uv_faces = write_head_template_obj(tmp_path / "head_template.obj", head.v_template, head.faces)
+    got_uvs, got_faces = read_obj_uvs(tmp_path / "head_template.obj", head.faces)
+    np.testing.assert_allclose(got_uvs, uvs, atol=1e-6)
+    np.testing.assert_array_equal(got_faces, uv_faces)
+    with pytest.raises(BackendError) as err:
+        read_obj_uvs(tmp_path / "head_template.obj", head.faces[::-1])
+    assert err.value.code == "asset_invalid" and "head_template.obj" in err.value.message

@@ -57,8 +57,8 @@ def test_butterworth_runs_per_segment_and_leaves_invalid_rows():
     np.testing.assert_allclose(out[:50], butterworth(x[:50], None, 2.0, FPS))
     # a segment too short for filtfilt's padding passes through
     short = np.ones(120, bool)
-    short[:110] = False
-    np.testing.assert_array_equal(butterworth(x, short, 2.0, FPS)[110:], x[110:])
+    short[:112] = False  # 8 frames
+    np.testing.assert_array_equal(butterworth(x, short, 2.0, FPS)[112:], x[112:])
 
 
 def test_one_euro_is_causal_and_smooths():
@@ -142,13 +142,16 @@ def test_rotation_smoothing_through_the_180_degree_wrap(method):
     assert aa[0, 1] > 3 * np.pi / 4 and aa[-1, 1] < -3 * np.pi / 4
     noisy = aa + rng.normal(0, 0.01, aa.shape)
     out = smooth_channels({"global_pose": noisy}, np.ones(n, bool), FPS, SmoothingOptions(method, 0.5))
-    q = axis_angle_to_quat(out["global_pose"])
-    ang_err = 2 * np.arccos(np.clip(np.abs((q * true_q).sum(axis=1)), 0, 1))
-    lag_allow = np.deg2rad(3.0) if method == "one_euro" else np.deg2rad(1.0)
-    assert ang_err.max() < lag_allow
-    naive = butterworth(noisy, None, 2.0, FPS)
-    qn = axis_angle_to_quat(naive)
-    assert (2 * np.arccos(np.clip(np.abs((qn * true_q).sum(axis=1)), 0, 1))).max() > np.deg2rad(30)
+
+    def err(aa_):
+        return 2 * np.arccos(np.clip(np.abs((axis_angle_to_quat(aa_) * true_q).sum(axis=1)), 0, 1))
+
+    noise_err = err(noisy)
+    assert err(out["global_pose"]).max() < np.deg2rad(2.0)  # never a fake half-turn
+    if method == "butterworth":  # zero phase: smaller error than the noise on average
+        assert err(out["global_pose"]).mean() < 0.6 * noise_err.mean()
+    naive = butterworth(noisy, None, 2.0, FPS)  # filtering the axis-angle components directly
+    assert err(naive).max() > np.deg2rad(30)
 
 
 def test_quaternion_round_trip():

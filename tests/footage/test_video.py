@@ -7,7 +7,15 @@ import pytest
 
 from backend.errors import BackendError
 from backend.footage import synthetic
-from backend.footage.video import FrameRange, natural_key, open_footage, probe, read_image, rotate_image
+from backend.footage.video import (
+    FrameRange,
+    natural_key,
+    normalize_rotation,
+    open_footage,
+    probe,
+    read_image,
+    rotate_image,
+)
 
 
 def _read_all(path, frames=None, **kw):
@@ -134,6 +142,7 @@ def test_non_ascii_video_path(unicode_tmp):
 
 def test_image_sequence_folder_and_pattern(unicode_tmp):
     clip = synthetic.make_image_sequence(unicode_tmp / "seq", n_frames=12, size=(160, 90))
+    assert clip.path.name == "frame_%04d.png" and clip.n_frames == 12
     expected, _ = synthetic.render_astronaut_frames(12, (160, 90), "pan", face_height=120.0 * 90 / 360)
     for source in (unicode_tmp / "seq", unicode_tmp / "seq" / "frame_%04d.png"):
         frames, info, *_ = _read_all(source, "::2", fps=10.0)
@@ -185,8 +194,9 @@ def test_missing_file(tmp_path):
     assert _code(tmp_path / "shots" / "frame_%04d.png") == "input_missing"
 
 
-def test_text_file_renamed_mp4(tmp_path):
-    p = tmp_path / "notes.mp4"
+@pytest.mark.parametrize("name", ["notes.mp4", "notes.txt", "notes.mov"])
+def test_text_file_is_unsupported(tmp_path, name):
+    p = tmp_path / name
     p.write_text("these are my notes, not a video\n" * 20)
     assert _code(p) == "input_unsupported"
 
@@ -237,6 +247,17 @@ def test_truncated_file_yields_frames_before_the_cut_then_warns(counter_clip, tm
     assert warnings and any("truncated" in w for w in warnings)
 
 
+def test_truncated_mp4_with_index_at_the_end_is_corrupt(clip_dir, tmp_path):
+    clip = synthetic.make_counter_clip(clip_dir / "moov_last.mp4", n_frames=30, faststart=False)
+    p = synthetic.truncate_file(clip.path, tmp_path / "cut_moov_last.mp4", 0.6)
+    assert _code(p) == "input_corrupt"
+
+
+def test_rotation_snapping():
+    assert [normalize_rotation(a) for a in (0, 89.6, -90, 180, -180, 270, 360, 450)] == [0, 90, 270, 180, 180,
+                                                                                          270, 0, 90]
+
+
 def test_corrupt_packets_mid_stream_are_skipped(counter_clip, tmp_path):
     packets = _packets(counter_clip.path)
     data = bytearray(counter_clip.path.read_bytes())
@@ -256,3 +277,17 @@ def test_corrupt_packets_mid_stream_are_skipped(counter_clip, tmp_path):
 def test_probe(counter_clip):
     info = probe(counter_clip.path)
     assert info.frame_count == 60 and info.to_dict()["fps"] == pytest.approx(25.0)
+
+
+def test_jpeg_exif_orientation_is_applied(tmp_path):
+    from PIL import Image
+
+    img = np.zeros((40, 60, 3), np.uint8)
+    img[:10, :20] = 255  # a white block at the top-left of the stored (landscape) picture
+    exif = Image.Exif()
+    exif[0x0112] = 6  # EXIF orientation 6: turn 90 degrees clockwise to display
+    Image.fromarray(img).save(tmp_path / "phone.jpg", exif=exif.tobytes(), quality=95)
+    frames, info, *_ = _read_all(tmp_path / "phone.jpg")
+    shown = frames[0].image
+    assert shown.shape == (60, 40, 3) and (info.width, info.height) == (40, 60)
+    assert shown[:20, 30:].mean() > 200 and shown[:20, :10].mean() < 30  # the block is now top-right

@@ -19,7 +19,6 @@ class EmocaAssets:
     flame_pkl: Path  # FLAME/geometry/generic_model.pkl (official layout, random, 5023 vertices)
     landmarks: Path  # FLAME/geometry/landmark_embedding.npy beside it
     folder: Path  # official EMOCA model folder
-    deca_folder: Path  # official DECA model folder (ExpDECA absent: deca_class DECA)
     tar: Path  # deca_model.tar with the same E_flame/E_detail/D_detail
 
 
@@ -37,9 +36,16 @@ def emoca_assets(tmp_path_factory) -> EmocaAssets:
     ff.write_landmark_embedding(geometry / "landmark_embedding.npy", n_faces=9976)
     flame = load_flame(geometry / "generic_model.pkl", cache_dir=root / "cache")
     folder = ck.write_emoca_folder(root / "EMOCA" / "models", network, flame, name="EMOCA")
-    deca_folder = ck.write_emoca_folder(root / "EMOCA" / "models", network, flame, name="DECA",
-                                         kind="deca")
     tar = ck.write_deca_tar(root / "DECA" / "data" / "deca_model.tar", network)
     yield EmocaAssets(root, network, flame, geometry / "generic_model.pkl", geometry / "landmark_embedding.npy",
-                      folder, deca_folder, tar)
+                      folder, tar)
     shutil.rmtree(root, ignore_errors=True)  # ~0.8 GB: do not leave it in pytest's retained temp dirs
+
+
+@pytest.fixture(scope="session")
+def deca_folder(emoca_assets) -> Path:
+    """An official DECA-format model folder (deca_class DECA, no E_expression keys), same weights."""
+    from tests.fixtures import checkpoints as ck
+
+    return ck.write_emoca_folder(emoca_assets.root / "EMOCA" / "models", emoca_assets.network, emoca_assets.flame,
+                                 name="DECA", kind="deca")

@@ -92,14 +92,14 @@ def test_detail_generator_quirks():
 
 def test_encode_shapes_and_split():
     net = EmocaNet(EmocaConfig.emoca()).eval()
-    images = torch.rand(2, 3, 224, 224)
+    images = torch.rand(1, 3, 224, 224)
     with torch.inference_mode():
         codes = net.encode(images)
         raw = net.E_flame(images)
         disp = net.decode_detail(codes)
     shapes = {k: tuple(v.shape) for k, v in codes.items()}
-    assert shapes == {"shape": (2, 100), "tex": (2, 50), "exp": (2, 50), "pose": (2, 6), "cam": (2, 3),
-                      "light": (2, 9, 3), "detail": (2, 128)}
+    assert shapes == {"shape": (1, 100), "tex": (1, 50), "exp": (1, 50), "pose": (1, 6), "cam": (1, 3),
+                      "light": (1, 9, 3), "detail": (1, 128)}
     # the 236-d order: shape | tex | exp | pose | cam | light (exp comes from E_expression instead)
     torch.testing.assert_close(codes["shape"], raw[:, :100])
     torch.testing.assert_close(codes["tex"], raw[:, 100:150])
@@ -107,7 +107,7 @@ def test_encode_shapes_and_split():
     torch.testing.assert_close(codes["cam"], raw[:, 206:209])
     torch.testing.assert_close(codes["light"][:, 1], raw[:, 212:215])  # band 1, RGB
     assert not torch.allclose(codes["exp"], raw[:, 150:200])
-    assert disp.shape == (2, 1, 256, 256)
+    assert disp.shape == (1, 1, 256, 256)
     latent = net.detail_latent(codes)
     torch.testing.assert_close(latent, torch.cat([codes["pose"][:, 3:], codes["exp"], codes["detail"]], 1))
 
