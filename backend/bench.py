@@ -1,7 +1,7 @@
 """`python -m backend bench capture|all [--device ...]`: benchmarks, one ``name: value`` line each on stdout.
 
 ``capture`` measures, in one run on one machine: ``capture_fps`` (end to end: decode, detect, crop, networks,
-write, on a generated 640x360 clip; asset loading excluded, reported as ``capture_load_s``),
+smoothing, write, on a generated 640x360 clip; network loading excluded, reported as ``capture_load_s``),
 ``capture_ceiling_fps`` (the same networks on pre-cropped batches of the same clip, no I/O), their ratio
 ``capture_ratio`` and ``capture_peak_rss_mb`` (the process's peak resident memory).
 
@@ -36,6 +36,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--frames", type=int, default=100, help="frames of the generated capture clip")
     p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--repeats", type=int, default=3, help="interleaved repeats; the best of each is reported")
 
 
 def peak_rss_mb() -> float:
@@ -63,34 +64,38 @@ def bench_capture(args: argparse.Namespace) -> dict[str, float | str]:
         batch = int(options.batch_size or (128 if device.startswith("cuda") else 32))
         # the ceiling: crops made beforehand (not timed), then only the networks
         t0 = time.perf_counter()
-        nets, *_ = load_networks(options, device, lambda m: None)
+        loaded = load_networks(options, device, lambda m: None)
         load_s = time.perf_counter() - t0
+        nets = loaded[0]
         detector, tracker = make_detector("mediapipe"), FaceTracker()
         with open_footage(clip.path) as footage:
             crops = np.stack([f.crop for fr in footage for f in process_frame(fr.image, detector, tracker)])
         detector.close()
         nets.run(crops[: nets.micro_batch])  # warm-up (allocator, kernels)
-        _sync(device)
-        t0 = time.perf_counter()
-        for a in range(0, len(crops), batch):
-            nets.run(crops[a:a + batch])
-        _sync(device)
-        ceiling = len(crops) / (time.perf_counter() - t0)
-        del nets
-        # end to end (networks loaded again inside capture; its load time is excluded via the stats)
-        stats: dict = {}
-        t0 = time.perf_counter()
-        first: list[float] = []
 
-        def progress(done, total, stage, fps, eta):
-            if not first:
-                first.append(time.perf_counter())  # first event: networks loaded, footage open
+        def ceiling_once() -> float:
+            _sync(device)
+            t0 = time.perf_counter()
+            for a in range(0, len(crops), batch):
+                nets.run(crops[a:a + batch])
+            _sync(device)
+            return len(crops) / (time.perf_counter() - t0)
 
-        capture(clip.path, Path(tmp) / "bench.npz", options, progress=progress, cancel=threading.Event(),
-                stats=stats)
-        total = time.perf_counter() - t0
-        work = total - (first[0] - t0 if first else 0.0)
-        e2e = stats.get("frames", n) / work
+        def e2e_once(stats: dict) -> float:
+            # the same networks, already loaded (loading is a one-off, reported as capture_load_s)
+            t0 = time.perf_counter()
+            capture(clip.path, Path(tmp) / "bench.npz", options, cancel=threading.Event(), stats=stats,
+                    networks=loaded)
+            return stats.get("frames", n) / (time.perf_counter() - t0)
+
+        # Interleaved repeats, best of each: on a shared machine the least-disturbed run is the measurement.
+        ceilings, e2es, runs = [], [], []
+        for _ in range(max(1, int(args.repeats))):
+            ceilings.append(ceiling_once())
+            runs.append({})
+            e2es.append(e2e_once(runs[-1]))
+        ceiling, e2e = max(ceilings), max(e2es)
+        stats = runs[int(np.argmax(e2es))]
     return {
         "capture_device": device,
         "capture_frames": stats.get("frames", n),

@@ -23,6 +23,7 @@ thread; micro-batches are small on CPU so a cancel lands within a second. Nothin
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
 import queue
 import threading
@@ -48,8 +49,8 @@ INTERPOLATED_KEYS = ("shape", "exp", "global_pose", "jaw_pose", "cam", "crop", "
                      "expression", "tex", "light")
 # With --face all, tracks seen in fewer frames than this are dropped (a false detection is not a performer).
 ALL_MIN_FRAMES = 3
-# CPU forward passes run in slices of this many crops so that cancel is seen within about a second.
-CPU_MICRO_BATCH = 4
+# CPU forward passes run in slices of this many crops (bounds the work an abandoned pass does after a cancel).
+CPU_MICRO_BATCH = 8
 
 
 @dataclass
@@ -268,12 +269,25 @@ class Networks:
         """crops (B, 224, 224, 3) uint8 RGB -> per-crop rows (numpy, float32), in micro-batches.
 
         The networks take (B, 3, 224, 224) float32 in [0, 1] (emoca.md 4.1.4: no mean/std); the reconstructor
-        applies bf16 autocast and channels_last on CUDA itself."""
+        applies bf16 autocast and channels_last on CUDA itself. With ``cancel``, each micro-batch runs in a
+        worker thread while this one watches the event: a cancel returns at once (the abandoned forward pass
+        finishes in the background; its result is dropped), however slow one micro-batch is."""
         outs: list[dict[str, np.ndarray]] = []
         for a in range(0, len(crops), self.micro_batch):
-            if cancel is not None and cancel.is_set():
+            chunk = crops[a:a + self.micro_batch]
+            if cancel is None:
+                outs.append(self._forward(chunk))
+                continue
+            if cancel.is_set():
                 raise BackendError("cancelled", "capture cancelled")
-            outs.append(self._forward(crops[a:a + self.micro_batch]))
+            fut = _executor().submit(self._forward, chunk)
+            while True:
+                try:
+                    outs.append(fut.result(timeout=0.05))
+                    break
+                except concurrent.futures.TimeoutError:
+                    if cancel.is_set():
+                        raise BackendError("cancelled", "capture cancelled") from None
         return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
 
     def _forward(self, crops: np.ndarray) -> dict[str, np.ndarray]:
@@ -284,6 +298,17 @@ class Networks:
             rec = self.recon.reconstruct(x, as_numpy=False, detail=self.detail)
             emo = self.emotion.predict(x, codes=rec) if self.emotion is not None else None
         return rows_from_outputs(rec, emo)
+
+
+_EXECUTOR: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _executor() -> concurrent.futures.ThreadPoolExecutor:
+    """One network thread per process: an abandoned (cancelled) pass delays the next job, never runs beside it."""
+    global _EXECUTOR
+    if _EXECUTOR is None:
+        _EXECUTOR = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="capture-net")
+    return _EXECUTOR
 
 
 def _np(t) -> np.ndarray:
@@ -323,6 +348,23 @@ def landmarks_to_frame(lmk_norm: np.ndarray, tform: np.ndarray) -> np.ndarray:
     return np.nan_to_num((out[..., :2] / out[..., 2:3]).astype(np.float32), nan=0.0)
 
 
+def default_emotion_path(trained: bool) -> str | None:
+    """The best installed emotion network: the official image-based ResNet-50, else EmoDECA (only on top of a
+    trained EMOCA: it reads EMOCA's codes), else None (= fer's open 7-class network)."""
+    try:
+        from backend import assets
+
+        found = {s.key: s for s in assets.status(validate=False, keys=("emotion:ResNet50", "emotion:EMOCA-emorec"))}
+    except Exception:  # no assets module or an unreadable assets folder: the open network
+        return None
+    image, emorec = found.get("emotion:ResNet50"), found.get("emotion:EMOCA-emorec")
+    if image is not None and image.present:
+        return image.path
+    if emorec is not None and emorec.present and trained:
+        return emorec.path
+    return None
+
+
 def load_networks(options: CaptureOptions, device: str, warn: Warn) -> tuple[Networks, dict, dict, list[str]]:
     """Load the reconstructor and the best installed emotion network; returns (nets, model meta, emotion meta,
     fallbacks)."""
@@ -343,7 +385,8 @@ def load_networks(options: CaptureOptions, device: str, warn: Warn) -> tuple[Net
     if ("not FLAME" in model_meta["flame"] or "synthetic" in model_meta["flame"].lower()) \
             and not any("not FLAME" in m for m in notes):
         fallbacks.append(f"head model: {model_meta['flame']}")
-    emotion = load_emotion_model(options.emotion, device=device)
+    emotion_path = options.emotion if options.emotion is not None else default_emotion_path(model_meta["trained"])
+    emotion = load_emotion_model(emotion_path, device=device)
     emo_meta = {"model": str(emotion.name), "classes": list(emotion.classes),
                 "valence_arousal": str(emotion.va_source)}
     if "estimated" in emo_meta["valence_arousal"] or "circumplex" in emo_meta["valence_arousal"]:
@@ -480,11 +523,14 @@ def capture(input: str | Path, output: str | Path, options: CaptureOptions | Non
     input_path = Path(input)
     t_start = time.perf_counter()
 
-    if options.smoothing is None:
-        options.smoothing = make_smoothing(None)
-    footage = open_footage(input_path, frames, on_warning=_warn)
-    info = footage.info
+    smoothing = options.smoothing if options.smoothing is not None else make_smoothing(None)
     detector = make_detector(options.detector)
+    try:
+        footage = open_footage(input_path, frames, on_warning=_warn)
+    except BaseException:
+        detector.close()
+        raise
+    info = footage.info
     tracker = FaceTracker()
     total = _expected_rows(info.frame_count, frames)
     meter = _ProgressMeter(progress, total)
@@ -511,6 +557,7 @@ def capture(input: str | Path, output: str | Path, options: CaptureOptions | Non
     t_net = 0.0
     n_faces = 0
     done_rows = 0
+    written: list[Path] = []
 
     def run_batch() -> None:
         nonlocal t_net, n_faces, done_rows, nets, model_meta, emo_meta, fallbacks
@@ -570,7 +617,6 @@ def capture(input: str | Path, output: str | Path, options: CaptureOptions | Non
         paths = output_paths(output, input_path, selected, face)
         stats.update(frames=n_rows, faces=n_faces, network_s=t_net, tracks=len(tracks))
         meter.total = n_rows
-        written: list[Path] = []
         source = {"path": str(input_path), "fps": info.fps, "width": info.width, "height": info.height,
                   "frame_count": info.frame_count, "rotation": info.rotation, "frames": frames.as_list(),
                   "kind": info.kind, "time_base": info.time_base, "skipped_frames": getattr(footage, "n_errors", 0)}
@@ -581,16 +627,16 @@ def capture(input: str | Path, output: str | Path, options: CaptureOptions | Non
             tr = tracks[tid]
             meta = base_meta(
                 source=source,
-                track={"id": tid, "selection": face if isinstance(face, str) else "id", "n_tracks": len(tracks),
-                       "frames_seen": tr.frames},
+                track={"id": tid, "selection": face, "n_tracks": len(tracks), "frames_seen": tr.frames},
                 model=model_meta, emotion=emo_meta,
-                smoothing=_smoothing_meta(options.smoothing),
+                smoothing=_smoothing_meta(smoothing),
                 gaps={"max_interpolated": int(options.max_gap)},
                 fallbacks=list(fallbacks), warnings=warnings[:50], backend_version=__version__,
-                detector=getattr(detector, "name", options.detector),
+                detector=getattr(detector, "kind", options.detector),
             )
             written.append(_finalize_track(tr.writer, path, meta, np.asarray(index_col, np.int64),
-                                           np.asarray(time_col, np.float64), options, info.fps))
+                                           np.asarray(time_col, np.float64), smoothing, int(options.max_gap),
+                                           info.fps))
         for tid, tr in tracks.items():
             if tid not in selected:
                 tr.writer.abort()
@@ -603,11 +649,17 @@ def capture(input: str | Path, output: str | Path, options: CaptureOptions | Non
         _stop_reader(reader, q)
         for tr in tracks.values():
             tr.writer.abort()
+        for p in written:  # cancelled or failed after some takes were final (e.g. during the preview)
+            p.unlink(missing_ok=True)
         raise
     finally:
         stop.set()
         _stop_reader(reader, q)
         footage.close()
+        if loader.is_alive() and not cancel.is_set():
+            # an early error (no face, bad footage) must not leave torch loading in a thread while the
+            # interpreter exits (C++ aborts); a cancel returns at once and lets it finish in the background
+            loader.join()
         close = getattr(detector, "close", None)
         if close is not None:
             close()
@@ -628,7 +680,7 @@ def _expected_rows(frame_count: int, frames) -> int:
 
 
 def _finalize_track(writer: TakeWriter, path: Path, meta: dict, index: np.ndarray, times: np.ndarray,
-                    options: CaptureOptions, fps: float) -> Path:
+                    smoothing, max_gap: int, fps: float) -> Path:
     """Fill short gaps (flagged), smooth, write the take atomically; raw_* = the unsmoothed (gap-filled) values.
 
     Only the small per-frame channels are loaded whole here; detector landmarks stream from the chunk files.
@@ -639,10 +691,10 @@ def _finalize_track(writer: TakeWriter, path: Path, meta: dict, index: np.ndarra
     writer.skip(n - writer.n_rows)
     valid = writer.column("valid")
     keys = [k for k in INTERPOLATED_KEYS if k in writer.keys()]
-    cols, fill = interpolate_gaps({k: writer.column(k) for k in keys}, valid, int(options.max_gap))
+    cols, fill = interpolate_gaps({k: writer.column(k) for k in keys}, valid, max_gap)
     cols.update(frame=index, time=times, valid=valid | fill, interpolated=fill)
     raw = {k: cols[k] for k in SMOOTHED_KEYS}
-    smoothed = smooth_channels(raw, cols["valid"], fps, options.smoothing, times=times)
+    smoothed = smooth_channels(raw, cols["valid"], fps, smoothing, times=times)
     for k in SMOOTHED_KEYS:
         cols["raw_" + k] = raw[k]
         cols[k] = smoothed[k]
@@ -659,13 +711,23 @@ def _write_extras(paths: list[Path], input_path: Path, options: CaptureOptions, 
     from backend.take import read_take
 
     take = read_take(paths[0])
+    jobs = []
     if options.plot:
-        meter(n_rows, "plot", force=True)
-        visualize.plot_emotion(take, options.plot)
+        jobs.append(("plot", lambda: visualize.plot_emotion(take, options.plot)))
     if options.preview:
-        meter(0, "preview", force=True)
-        visualize.write_preview(take, input_path, options.preview, flame=options.flame, cancel=cancel,
-                                progress=lambda d: meter(d, "preview"))
+        jobs.append(("preview", lambda: visualize.write_preview(
+            take, input_path, options.preview, flame=options.flame, cancel=cancel,
+            progress=lambda d: meter(d, "preview"))))
+    for stage, job in jobs:
+        meter(0 if stage == "preview" else n_rows, stage, force=True)
+        try:
+            job()
+        except BackendError as exc:
+            if exc.code == "cancelled":
+                raise
+            warn(f"the {stage} was not written: {exc.message}")  # the takes are fine: keep them
+        except Exception as exc:
+            warn(f"the {stage} was not written: {type(exc).__name__}: {exc}")
 
 
 def summary(paths: list[Path]) -> dict:

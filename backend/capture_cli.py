@@ -63,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
         elif mode == "text":
             rate = f" {fps:.1f} fps" if fps else ""
             left = f" eta {eta:.0f}s" if eta is not None else ""
-            print(f"\r{stage:8s} {done}/{total}{rate}{left}   ", end="", file=sys.stderr, flush=True)
+            lead = "\n" if last_stage[0] and stage != last_stage[0] else "\r"
+            last_stage[0] = stage
+            print(f"{lead}{stage:8s} {done}/{total}{rate}{left}   ", end="", file=sys.stderr, flush=True)
 
     def warn(message: str) -> None:
         if mode == "json":
@@ -72,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"\nwarning: {message}", file=sys.stderr)
 
     cancel = threading.Event()
+    last_stage = [""]
     try:
         paths = capture(args.input, args.output, options, progress=progress, cancel=cancel, warn=warn)
     except KeyboardInterrupt:

@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export-rig": ("backend.flame.export_cli", "write the Blender rig file from a FLAME model"),
     "encode": ("backend.models.encode_cli", "reconstruct faces in single images"),
     "capture": ("backend.capture_cli", "capture footage into take files"),
+    "smooth": ("backend.smooth_cli", "redo a take's smoothing from its raw values (no re-capture)"),
     "serve": ("backend.serve", "the stdio JSON-lines protocol used by the Blender add-on"),
     "train": ("backend.training.cli", "train EMOCA's expression encoder or the emotion network"),
     "bench": ("backend.bench", "benchmarks (capture, render, train)"),

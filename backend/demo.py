@@ -86,7 +86,7 @@ def _track_matching_head(takes: list[Path], head_box: np.ndarray) -> Path:
         frames = t.arrays["frame"]
         lmk = t.arrays["landmarks"].mean(1)  # (N, 2) landmark centroid in frame px
         box = head_box[frames]
-        inside = (lmk[:, 0] >= box[:, 0]) & (lmk[:, 0] <= box[:, 2]) & (lmk[:, 1] >= box[:, 1]) & (lmk[:, 1] <= box[:, 3])
+        inside = np.all((lmk >= box[:, :2]) & (lmk <= box[:, 2:]), axis=1)
         return float((inside & valid).mean())
 
     return max(takes, key=score)

@@ -29,6 +29,8 @@ from backend import __version__, protocol
 from backend.errors import BackendError
 
 JOIN_TIMEOUT_S = 5.0
+# The parent as early as we can see it: if it died before this line ran, nobody is there to notice anyway.
+_START_PPID = os.getppid()
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -64,6 +66,7 @@ class Server:
         self.stdout = stdout
         self.lock = threading.Lock()
         self.jobs: dict[str, _Job] = {}
+        self.helpers: list[threading.Thread] = []  # status threads: joined before exit, never cancelled
         self.closed = threading.Event()  # stdout gone: stop everything
 
     # -- output -----------------------------------------------------------------------------------------------
@@ -120,8 +123,10 @@ class Server:
                 if job.process is not None:
                     _terminate(job.process)
             return
-        if kind == "status":
-            self.emit(protocol.make("result", id=id_, files=[], **status_info()))
+        if kind == "status":  # in a thread: importing torch must not hold up a cancel behind it
+            t = threading.Thread(target=self._status, args=(id_,), name=f"status-{id_}", daemon=True)
+            self.helpers.append(t)
+            t.start()
             return
         if id_ in self.jobs:
             self.error(BackendError("protocol", f"a job with id {id_!r} is already running"), id_)
@@ -133,6 +138,13 @@ class Server:
                                       daemon=True)
         self.jobs[id_] = job
         job.thread.start()
+
+    def _status(self, id_: str) -> None:
+        try:
+            self.emit(protocol.make("result", id=id_, files=[], **status_info()))
+        except Exception as exc:  # a bug: report it, keep serving
+            traceback.print_exc(file=sys.stderr)
+            self.error(BackendError("internal", f"status failed: {type(exc).__name__}: {exc}"), id_)
 
     def _run_job(self, target: Callable[[_Job, dict], None], job: _Job, msg: dict) -> None:
         try:
@@ -160,20 +172,20 @@ class Server:
         self.emit(protocol.make("result", id=job.id, files=[str(p) for p in paths], **summary(paths)))
 
     def _export_rig(self, job: _Job, msg: dict) -> None:
-        from backend.flame.rig import write_rig
+        from backend.flame.export_cli import export_rig
 
-        if msg.get("flame"):
-            from backend.flame.io import load_flame
+        def note(message: str) -> None:
+            self.emit(protocol.make("log", id=job.id, level="info", message=message))
 
-            flame = load_flame(msg["flame"])
-        else:
-            from backend.flame.synthetic import synthetic_head
-
-            flame = synthetic_head()
-        if job.cancel.is_set():
+        extra = {k: msg[k] for k in ("landmarks", "n_shape", "n_exp", "shape_from") if msg.get(k) is not None}
+        res = export_rig(msg["output"], msg.get("flame"), note=note, **extra)
+        if job.cancel.is_set():  # too late to stop the write itself: remove what it wrote
+            for f in res.get("files", []):
+                Path(f).unlink(missing_ok=True)
             raise BackendError("cancelled", "export cancelled")
-        out = write_rig(msg["output"], flame)
-        self.emit(protocol.make("result", id=job.id, files=[str(out or msg["output"])], model=flame.name))
+        res = dict(res)
+        files = [str(f) for f in res.pop("files", [msg["output"]])]
+        self.emit(protocol.make("result", id=job.id, files=files, **_plain(res)))
 
     def _train(self, job: _Job, msg: dict) -> None:
         overrides = [str(o) for o in (msg.get("overrides") or [])]
@@ -208,9 +220,10 @@ class Server:
                 _terminate(job.process)
 
     def join_all(self, timeout: float = JOIN_TIMEOUT_S) -> None:
-        for job in list(self.jobs.values()):
-            if job.thread is not None and job.thread is not threading.current_thread():
-                job.thread.join(timeout)
+        threads = [job.thread for job in list(self.jobs.values())] + list(self.helpers)
+        for t in threads:
+            if t is not None and t is not threading.current_thread():
+                t.join(timeout)
 
 
 def _terminate(proc: subprocess.Popen) -> None:
@@ -269,7 +282,9 @@ def status_info() -> dict:
         try:
             from backend import assets
 
-            info["assets"] = _plain(assets.status())
+            statuses = assets.status(validate=False)
+            doc = assets.status_document(statuses) if hasattr(assets, "status_document") else statuses
+            info["assets"] = _plain(doc)
         except Exception as exc:
             info["assets"] = {"error": f"{type(exc).__name__}: {exc}"}
     return info
@@ -289,7 +304,7 @@ def serve(stdin: IO | None = None, stdout: IO[str] | None = None, watch_parent: 
     server = Server(stdout or sys.stdout)
     stop = threading.Event()
     if watch_parent:
-        threading.Thread(target=_watch_parent, args=(server, os.getppid(), stop), daemon=True,
+        threading.Thread(target=_watch_parent, args=(server, _START_PPID, stop), daemon=True,
                          name="parent-watch").start()
     try:
         for line in stdin:

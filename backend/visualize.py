@@ -43,12 +43,14 @@ def _load_flame(flame: Any, take: Take):
         return load_flame(flame)
     model_flame = str(take.meta.get("model", {}).get("flame", ""))
     if "FLAME" in model_flame and "not FLAME" not in model_flame:
-        try:  # the installed FLAME, when the assets module knows it
-            from backend.models.reconstructor import default_flame  # type: ignore[attr-defined]
+        from backend.flame.io import load_flame
+        from backend.models.reconstructor import discover_assets
 
-            return default_flame()
-        except Exception:
-            pass
+        installed = discover_assets().flame  # the take was captured on FLAME: draw FLAME, never a stand-in
+        if installed is None:
+            raise BackendError("asset_missing", f"the take was captured with {model_flame}; pass its FLAME file "
+                               "to draw the preview (none is installed)")
+        return load_flame(installed)
     from backend.flame.synthetic import synthetic_head
 
     return synthetic_head()

@@ -4,7 +4,7 @@
     rig = api.import_rig("rig.npz")
     action = api.apply_take(rig, "take.npz", frame_mapping="footage_rate")
     result = api.capture("clip.mp4")       # runs the backend, then builds a rig and applies the take
-    ckpt = api.train("configs/emoca.yaml", "trainer.max_steps=100")
+    run = api.train("emoca_v1", "learning.max_steps=100")   # run.model_folder: what capture(model=...) loads
 
 Everything blocks until done (no modal operators: they do not run in background mode). Errors are
 :class:`~.errors.EmocaError` with a code, a message and a hint. See docs/headless.md.
@@ -22,11 +22,12 @@ import bpy
 
 from . import apply as _apply
 from . import preferences
-from .client import run_request
+from .client import run_request, train_result_paths
 from .errors import EmocaError
 from .rig import build_rig, find_rig, read_rig
 
-__all__ = ["CaptureResult", "EmocaError", "apply_take", "capture", "export_rig", "import_rig", "read_rig", "train"]
+__all__ = ["CaptureResult", "EmocaError", "TrainResult", "apply_take", "capture", "export_rig", "import_rig",
+           "read_rig", "train"]
 
 
 def _python(python: str | None) -> str:
@@ -122,16 +123,42 @@ def capture(footage: str | os.PathLike, rig=None, output: str | os.PathLike | No
     return CaptureResult(rig=arm, action=action, takes=takes, rig_file=rig_file, events=events)
 
 
-def train(config: str | os.PathLike, *overrides: str, python: str | None = None, verbose: bool = True,
-          **kw_overrides) -> Path:
-    """Run ``python -m backend train`` through the protocol; return the checkpoint path.
+@dataclass
+class TrainResult:
+    """A finished training run: ``model_folder`` is the EMOCA model folder capture loads (``capture(...,
+    model=str(result.model_folder))`` or the add-on preference), ``checkpoint`` its best checkpoint."""
 
-    Overrides are ``key=value`` strings or keyword arguments (``train("cfg.yaml", **{"trainer.max_steps": 10})``).
+    model_folder: Path
+    checkpoint: Path | None
+    events: list[dict] = field(default_factory=list)
+    capture_loadable: bool | None = None  # False for test configs (tiny_cpu) whose network capture cannot load
+    result: dict = field(default_factory=dict)  # the backend's whole ``result`` event (global_step, best_score...)
+
+
+def train(config: str | os.PathLike, *overrides: str, python: str | None = None, verbose: bool = True,
+          cancel: Callable[[], bool] | None = None, **kw_overrides) -> TrainResult:
+    """Run ``python -m backend train`` through the protocol; return the run's model folder and checkpoint.
+
+    ``config``: a YAML path or a shipped config's name (``tiny_cpu``, ``emoca_v1``, ``emoca_v2``,
+    ``emotion_resnet50``). Overrides are ``key=value`` strings or keyword arguments
+    (``train("cfg.yaml", **{"learning.max_steps": 10})``); a relative ``output_dir`` is made absolute here (the
+    backend runs in its own folder). ``cancel``: polled every 0.1 s; True stops the training (EmocaError
+    ``cancelled``).
     """
     items = list(overrides) + [f"{k}={v}" for k, v in kw_overrides.items()]
-    result = run_request(_python(python), "train", on_event=_print_event if verbose else None, config=str(config),
+    items = [f"output_dir={Path(o.split('=', 1)[1]).absolute()}" if o.startswith("output_dir=") else o for o in items]
+    config = str(Path(config).absolute()) if Path(config).is_file() else str(config)
+    events: list[dict] = []
+
+    def on_event(ev: dict) -> None:
+        events.append(ev)
+        if verbose:
+            _print_event(ev)
+
+    result = run_request(_python(python), "train", on_event=on_event, should_cancel=cancel, config=config,
                          overrides=items)
-    ckpt = result.get("checkpoint") or next((f for f in result.get("files", []) if str(f).endswith(".ckpt")), None)
-    if ckpt is None:
-        raise EmocaError("internal", "training finished without reporting a checkpoint")
-    return Path(ckpt)
+    folder, ckpt = train_result_paths(result)
+    if folder is None:
+        raise EmocaError("internal", "training finished without reporting a model folder or checkpoint")
+    return TrainResult(model_folder=Path(folder), checkpoint=Path(ckpt) if ckpt else None, events=events,
+                       capture_loadable=result.get("capture_loadable"), result=result)

@@ -293,3 +293,101 @@ class CaptureJob:
         elif etype == "result" and eid == self.rig_req:
             self.rig_file = str((ev.get("files") or [self.rig_output])[0])
             self.state = "done"
+
+
+def run_folder_of(checkpoint: str | os.PathLike) -> Path:
+    """The run (model) folder of a checkpoint: ``<run>/coarse/checkpoints/x.ckpt`` or ``<run>/checkpoints/x.ckpt``."""
+    folder = Path(checkpoint).parent
+    if folder.name == "checkpoints":
+        folder = folder.parent
+        if folder.name == "coarse":
+            folder = folder.parent
+    return folder
+
+
+def train_result_paths(result: dict) -> tuple[str | None, str | None]:
+    """(model_folder, checkpoint) of a ``train`` result event: the folder capture loads, and the best checkpoint."""
+    ckpt = result.get("checkpoint") or next((str(f) for f in result.get("files") or [] if str(f).endswith(".ckpt")),
+                                            None)
+    folder = result.get("model_folder") or (str(run_folder_of(ckpt)) if ckpt else None)
+    return (str(folder) if folder else None), (str(ckpt) if ckpt else None)
+
+
+class TrainJob:
+    """A ``train`` request as a state machine fed with events (the Train panel's modal operator steps it).
+
+    ``start()`` sends the request (``config``: a YAML path or a shipped config's name; ``overrides``: ``key=value``
+    strings); ``step()`` drains the backend's events and returns the state: ``running``, ``done``
+    (``model_folder``, ``checkpoint``, ``result`` set), ``failed`` (``error`` is an EmocaError) or ``cancelled``.
+    Progress fields: ``epoch``, ``global_step`` (the training step), ``total`` (-1: unknown), ``loss`` (None
+    until the first step), ``progress`` (0..1), ``stage``, ``fps`` (steps/s), ``eta`` (s or None), ``warnings``.
+    """
+
+    def __init__(self, proc: BackendProcess, config: str | os.PathLike, overrides: list[str] | None = None):
+        self.proc = proc
+        self.config = str(config)
+        self.overrides = [str(o) for o in overrides or []]
+        self.state = "new"
+        self.req_id: str | None = None
+        self.epoch, self.global_step, self.total = 0, 0, -1  # step() is the method: the step is global_step
+        self.loss: float | None = None
+        self.progress, self.stage, self.fps, self.eta = 0.0, "starting", 0.0, None
+        self.warnings: list[str] = []
+        self.n_progress = 0  # progress events received
+        self.model_folder: str | None = None
+        self.checkpoint: str | None = None
+        self.capture_loadable: bool | None = None
+        self.result: dict = {}
+        self.error: EmocaError | None = None
+
+    def start(self) -> None:
+        self.req_id = self.proc.request("train", config=self.config, overrides=self.overrides)
+        self.state = "running"
+
+    def cancel(self) -> None:
+        """Ask the backend to stop training (it ends the training process; its checkpoints so far stay)."""
+        if self.state == "running":
+            self.proc.cancel(self.req_id)
+            self.state = "cancelled"
+
+    def step(self) -> str:
+        for ev in self.proc.poll():
+            if self.state != "running":
+                break
+            self._handle(ev)
+        return self.state
+
+    def _handle(self, ev: dict) -> None:
+        etype, eid = ev.get("type"), ev.get("id")
+        if etype == "progress" and eid == self.req_id:
+            self.n_progress += 1
+            self.total = int(ev.get("total") or -1)
+            self.global_step = int(ev.get("step", ev.get("done")) or 0)
+            self.epoch = int(ev.get("epoch") or 0)
+            loss = ev.get("loss")
+            self.loss = float(loss) if isinstance(loss, (int, float)) else self.loss
+            self.progress = min(float(ev.get("done") or 0) / self.total, 1.0) if self.total > 0 else 0.0
+            self.stage = str(ev.get("stage", "train"))
+            self.fps = float(ev.get("fps") or 0.0)
+            self.eta = ev.get("eta")
+        elif etype == "warning" or (etype == "log" and ev.get("level") in ("warning", "error")):
+            self.warnings.append(str(ev.get("message")))
+        elif etype == "error" and eid in (self.req_id, None):
+            self.error = error_from_event(ev, self.proc.log(20))
+            self.state = "cancelled" if self.error.code == "cancelled" else "failed"
+        elif etype == "exit":
+            self.error = EmocaError("internal", f"the backend exited (status {ev.get('returncode')}) before "
+                                    f"finishing\n{self.proc.log(30)}")
+            self.state = "failed"
+        elif etype == "result" and eid == self.req_id:
+            self.result = dict(ev)
+            self.model_folder, self.checkpoint = train_result_paths(ev)
+            self.capture_loadable = ev.get("capture_loadable")
+            self.global_step = int(ev.get("global_step") or self.global_step)
+            self.progress, self.stage = 1.0, "done"
+            if self.model_folder is None:
+                self.error = EmocaError("internal", "training finished without reporting a model folder or "
+                                        "checkpoint", "See the backend log in the console.")
+                self.state = "failed"
+            else:
+                self.state = "done"

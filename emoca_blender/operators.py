@@ -8,7 +8,9 @@ scene until the take is finished and validated; Esc cancels the backend and leav
 from __future__ import annotations
 
 import os
+import shlex
 import tempfile
+import time
 from pathlib import Path
 
 import bpy
@@ -17,7 +19,7 @@ from bpy_extras.io_utils import ImportHelper
 
 from . import properties
 from .apply import apply_take
-from .client import BackendProcess, CaptureJob, run_request
+from .client import BackendProcess, CaptureJob, TrainJob, run_request
 from .errors import EmocaError
 from .preferences import backend_python, capture_options, get_prefs
 from .rig import build_rig, find_rig, remove_rig
@@ -299,10 +301,243 @@ class EMOCA_OT_capture(bpy.types.Operator, _ApplyOptions):
 def _print_progress(event: dict) -> None:
     if event.get("type") == "progress":
         eta = event.get("eta")
+        loss = event.get("loss")
         print(f"[emoca] {event.get('stage')}: {event.get('done')}/{event.get('total')}"
+              + (f" epoch {event['epoch']}" if "epoch" in event else "")
+              + (f" loss {loss:.4f}" if isinstance(loss, (int, float)) else "")
               + (f" eta {eta:.0f}s" if isinstance(eta, (int, float)) else ""), flush=True)
     elif event.get("type") in ("warning", "log"):
         print(f"[emoca] {event.get('message')}", flush=True)
 
 
-CLASSES = (EMOCA_OT_import_rig, EMOCA_OT_apply_take, EMOCA_OT_capture)
+# ---------------------------------------------------------------------------------------------------- training
+def default_run_dir(config: str, blend_path: str = "") -> Path:
+    """Where a run goes when no output folder is set: ``emoca_runs/<config>`` beside the .blend, else in home."""
+    base = Path(blend_path).parent if blend_path else Path.home()
+    return base / "emoca_runs" / config
+
+
+def train_request(settings, blend_path: str = "") -> tuple[str, list[str]]:
+    """(config, overrides) of the ``train`` request for the Train panel's settings (``Scene.emoca_train``).
+
+    The output folder is always passed as an absolute path: the backend runs in its own working directory.
+    """
+    if settings.config == "CUSTOM":
+        if not settings.config_path:
+            raise EmocaError("input_missing", "no training config file chosen",
+                             "Pick a config YAML or one of the shipped configs.")
+        config = bpy.path.abspath(settings.config_path)
+        if not os.path.isfile(config):
+            raise EmocaError("input_missing", f"training config not found: {config}",
+                             "Expected a YAML file (see backend/training/configs/ for examples).")
+    else:
+        config = next((str(p) for p in properties.shipped_configs() if p.stem == settings.config), settings.config)
+    name = Path(config).stem
+    out = Path(bpy.path.abspath(settings.output_dir)) if settings.output_dir else default_run_dir(name, blend_path)
+    overrides = [f"output_dir={out}"]
+    if settings.data_dir:
+        data = bpy.path.abspath(settings.data_dir)
+        if not os.path.isdir(data):
+            raise EmocaError("input_missing", f"training data folder not found: {data}",
+                             "Expected a folder of images and/or videos.")
+        overrides.append(f"data.train={data}")
+    if settings.max_epochs > 0:
+        overrides.append(f"learning.max_epochs={settings.max_epochs}")
+    if settings.max_steps > 0:
+        overrides.append(f"learning.max_steps={settings.max_steps}")
+    try:
+        extra = shlex.split(settings.overrides)
+    except ValueError as exc:
+        raise EmocaError("config_invalid", f"overrides {settings.overrides!r}: {exc}") from None
+    bad = [o for o in extra if "=" not in o]
+    if bad:
+        raise EmocaError("config_invalid", f"override {bad[0]!r} is not key=value",
+                         "Write overrides as key=value separated by spaces, e.g. learning.lr=1e-4.")
+    return config, overrides + extra
+
+
+def sync_train_job(job_props, job: TrainJob) -> None:
+    """Copy the TrainJob's progress into ``WindowManager.emoca_train_job`` (what the panel draws)."""
+    job_props.progress, job_props.stage = job.progress, job.stage
+    job_props.epoch, job_props.step, job_props.total = job.epoch, job.global_step, job.total
+    job_props.loss = job.loss if job.loss is not None else -1.0
+    job_props.eta = float(job.eta) if isinstance(job.eta, (int, float)) else -1.0
+
+
+class EMOCA_OT_train(bpy.types.Operator):
+    """Train EMOCA's expression encoder with the backend (Esc or Stop ends it; the run folder can then be used
+    as the capture model)"""
+
+    bl_idname = "emoca.train"
+    bl_label = "Train"
+    bl_options = {"REGISTER"}  # changes no scene data: nothing to undo
+
+    _timer = None
+    _proc: BackendProcess | None = None
+    job: TrainJob | None = None
+
+    def _begin(self, context) -> None:
+        config, overrides = train_request(context.scene.emoca_train, bpy.data.filepath)
+        self._proc = BackendProcess(backend_python(context))
+        self.job = TrainJob(self._proc, config, overrides)
+        self.job.start()
+        props = context.window_manager.emoca_train_job
+        props.running, props.stop_requested = True, False
+        props.progress, props.stage, props.epoch, props.step, props.total = 0.0, "starting", 0, 0, -1
+        props.loss, props.eta, props.model_folder, props.checkpoint = -1.0, -1.0, "", ""
+        props.message = f"Training {Path(config).stem} (Esc or Stop ends it)"
+
+    def _tick(self, context) -> str:
+        n_warnings = len(self.job.warnings)
+        state = self.job.step()
+        for message in self.job.warnings[n_warnings:]:
+            self.report({"WARNING"}, message)
+        sync_train_job(context.window_manager.emoca_train_job, self.job)
+        return state
+
+    def _end(self, context, state: str):
+        """Close the backend, record the result in the job properties and report; returns the operator result."""
+        wm = context.window_manager
+        if self._timer is not None:
+            wm.event_timer_remove(self._timer)
+            self._timer = None
+            wm.progress_end()
+        if self._proc is not None:
+            self._proc.close(timeout=3)
+            self._proc = None
+        props = wm.emoca_train_job
+        props.running, props.stop_requested = False, False
+        if state == "done":
+            props.model_folder, props.checkpoint = self.job.model_folder, self.job.checkpoint or ""
+            props.capture_loadable = self.job.capture_loadable is not False
+            props.message = f"Trained: {self.job.model_folder}"
+            self.report({"INFO"}, f"Training finished: {self.job.model_folder}")
+            return {"FINISHED"}
+        if state == "cancelled":
+            props.message = "Training stopped (checkpoints written so far stay in the output folder)"
+            self.report({"WARNING"}, "Training stopped")
+        else:
+            props.message = f"Training failed: {self.job.error.message if self.job.error else ''}".splitlines()[0]
+            self.report({"ERROR"}, str(self.job.error))
+        return {"CANCELLED"}
+
+    # ---- blocking path (background mode, scripts: bpy.ops.emoca.train())
+    def execute(self, context):
+        if context.window_manager.emoca_train_job.running:
+            self.report({"WARNING"}, "A training is already running")
+            return {"CANCELLED"}
+        try:
+            self._begin(context)
+        except EmocaError as exc:
+            return self._fail_start(context, exc)
+        props = context.window_manager.emoca_train_job
+        state, printed = "running", 0
+        while state == "running":
+            time.sleep(0.1)
+            state = self._tick(context)
+            if props.stop_requested:
+                self.job.cancel()
+                state = self.job.state
+            if self.job.n_progress > printed and state == "running":
+                printed = self.job.n_progress
+                _print_train(props)
+        return self._end(context, state)
+
+    def _fail_start(self, context, exc: EmocaError):
+        if self._proc is not None:
+            self._proc.close(timeout=1)
+            self._proc = None
+        context.window_manager.emoca_train_job.running = False
+        self.report({"ERROR"}, str(exc))
+        return {"CANCELLED"}
+
+    # ---- modal path (the UI): stepped by a 0.1 s timer
+    def invoke(self, context, event):
+        if bpy.app.background:
+            return self.execute(context)
+        if context.window_manager.emoca_train_job.running:
+            self.report({"WARNING"}, "A training is already running")
+            return {"CANCELLED"}
+        try:
+            self._begin(context)
+        except EmocaError as exc:
+            return self._fail_start(context, exc)
+        wm = context.window_manager
+        wm.progress_begin(0, 1000)
+        self._timer = wm.event_timer_add(0.1, window=context.window)
+        wm.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        props = context.window_manager.emoca_train_job
+        if event.type == "ESC" or props.stop_requested:
+            self.job.cancel()
+            return self._end(context, "cancelled")
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        state = self._tick(context)
+        context.window_manager.progress_update(int(props.progress * 1000))
+        if state != "running":
+            return self._end(context, state)
+        for area in context.screen.areas if context.screen else []:
+            if area.type == "VIEW_3D":
+                area.tag_redraw()
+        return {"RUNNING_MODAL"}
+
+    def cancel(self, context):  # Blender quits or the file is reloaded mid-training
+        if self.job is not None:
+            self.job.cancel()
+        self._end(context, "cancelled")
+
+
+class EMOCA_OT_train_stop(bpy.types.Operator):
+    """Stop the running training (the backend ends it; checkpoints written so far stay)"""
+
+    bl_idname = "emoca.train_stop"
+    bl_label = "Stop"
+
+    @classmethod
+    def poll(cls, context):
+        return context.window_manager.emoca_train_job.running
+
+    def execute(self, context):
+        context.window_manager.emoca_train_job.stop_requested = True
+        return {"FINISHED"}
+
+
+class EMOCA_OT_use_trained_model(bpy.types.Operator):
+    """Use the trained run folder as the EMOCA model of the next captures (sets the add-on preference)"""
+
+    bl_idname = "emoca.use_trained_model"
+    bl_label = "Use as Capture Model"
+
+    folder: StringProperty(name="Model Folder", subtype="DIR_PATH", default="",
+                           description="Empty: the folder of the last finished training")
+
+    def execute(self, context):
+        props = context.window_manager.emoca_train_job
+        folder = bpy.path.abspath(self.folder) if self.folder else props.model_folder
+        if not folder or not os.path.isdir(folder):
+            self.report({"ERROR"}, f"No trained model folder{f' at {folder}' if folder else ''}: train first")
+            return {"CANCELLED"}
+        prefs = get_prefs(context)
+        if prefs is None:
+            self.report({"ERROR"}, "The add-on preferences are not available (the add-on is not enabled)")
+            return {"CANCELLED"}
+        prefs.emoca_model = folder
+        if not self.folder and not props.capture_loadable:
+            self.report({"WARNING"}, f"{Path(folder).name} was trained with a test config that capture cannot "
+                                     "load (tiny_cpu); captures will fail until another model is set")
+        else:
+            self.report({"INFO"}, f"Captures now use {folder}")
+        return {"FINISHED"}
+
+
+def _print_train(props) -> None:
+    loss = f" loss {props.loss:.4f}" if props.loss >= 0 else ""
+    total = f"/{props.total}" if props.total > 0 else ""
+    print(f"[emoca] train: epoch {props.epoch} step {props.step}{total}{loss}", flush=True)
+
+
+CLASSES = (EMOCA_OT_import_rig, EMOCA_OT_apply_take, EMOCA_OT_capture, EMOCA_OT_train, EMOCA_OT_train_stop,
+           EMOCA_OT_use_trained_model)

@@ -91,6 +91,57 @@ class EMOCA_PT_view3d_apply(bpy.types.Panel):
         _draw_apply(self.layout, context)
 
 
+def _draw_train(layout, context) -> None:
+    """The Train panel: settings, a progress bar with epoch/step/loss and Stop, then the finished run."""
+    s = context.scene.emoca_train
+    job = context.window_manager.emoca_train_job
+    col = layout.column()
+    col.enabled = not job.running
+    col.prop(s, "config")
+    if s.config == "CUSTOM":
+        col.prop(s, "config_path")
+    col.prop(s, "data_dir")
+    col.prop(s, "output_dir")
+    row = col.row(align=True)
+    row.prop(s, "max_epochs")
+    row.prop(s, "max_steps")
+    col.prop(s, "overrides")
+    if job.running:
+        total = f"/{job.total}" if job.total > 0 else ""
+        loss = f", loss {job.loss:.4f}" if job.loss >= 0 else ""
+        eta = f", ETA {job.eta:.0f} s" if job.eta >= 0 else ""
+        text = f"epoch {job.epoch}, step {job.step}{total}{loss}{eta}"
+        if hasattr(layout, "progress"):
+            layout.progress(factor=job.progress, text=text)
+        else:  # Blender < 4.0
+            layout.prop(job, "progress", text=text, slider=True)
+        layout.operator("emoca.train_stop", icon="CANCEL")
+        return
+    layout.operator("emoca.train", icon="PLAY")
+    if job.message:
+        layout.label(text=job.message, icon="INFO")
+    if job.model_folder:
+        box = layout.box()
+        box.label(text=f"Model: {job.model_folder}", icon="FILE_FOLDER")
+        if job.checkpoint:
+            box.label(text=f"Checkpoint: {bpy.path.basename(job.checkpoint)}", icon="FILE")
+        if not job.capture_loadable:
+            box.label(text="Test config: capture cannot load this model", icon="ERROR")
+        box.operator("emoca.use_trained_model", text="Use as capture model", icon="CHECKMARK")
+
+
+class EMOCA_PT_view3d_train(bpy.types.Panel):
+    bl_label = "Train"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "EMOCA"
+    bl_parent_id = "EMOCA_PT_view3d"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        _draw_train(self.layout, context)
+
+
 class EMOCA_PT_clip(bpy.types.Panel):
     bl_label = "EMOCA Face Capture"
     bl_space_type = "CLIP_EDITOR"
@@ -109,4 +160,4 @@ class EMOCA_PT_clip(bpy.types.Panel):
         _draw_apply(layout.box(), context)
 
 
-CLASSES = (EMOCA_PT_view3d, EMOCA_PT_view3d_apply, EMOCA_PT_clip)
+CLASSES = (EMOCA_PT_view3d, EMOCA_PT_view3d_apply, EMOCA_PT_view3d_train, EMOCA_PT_clip)

@@ -62,7 +62,8 @@ def backend_python(context=None) -> str:
 
 def smoothing_options(strength: float) -> dict:
     """The backend's smoothing options for a 0..1 strength slider (0 = off: the raw values)."""
-    return {"smooth": "off"} if strength <= 0 else {"smooth_strength": float(strength)}
+    # Explicit method both ways: the scene's setting must override the preferences' default in either direction.
+    return {"smooth": "off"} if strength <= 0 else {"smooth": "butterworth", "smooth_strength": float(strength)}
 
 
 def capture_options(settings=None, context=None, **overrides) -> dict:

@@ -2,9 +2,13 @@
 
 * ``Scene.emoca`` (saved with the .blend, undoable): capture and apply options.
 * ``WindowManager.emoca_job`` (not saved, not undone): the running job's progress, drawn by the panels.
+* ``Scene.emoca_train``: the Train panel's settings; ``WindowManager.emoca_train_job``: the training's progress
+  (epoch/step/loss) and its result (the run folder capture can load).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import bpy
 from bpy.props import (
@@ -39,6 +43,36 @@ ACTION_MODE = [
     ("new", "New Action", "One new Action per take, named after the clip"),
     ("active", "Active Action", "Replace the take's frame range in the rig's current Action; keys outside stay"),
 ]
+
+
+PREFERRED_CONFIGS = ("tiny_cpu", "emoca_v1", "emoca_v2", "emotion_resnet50")
+CONFIG_HINTS = {
+    "tiny_cpu": "Minutes on a CPU on renders of the synthetic test head: checks an install (not capture-loadable)",
+    "emoca_v1": "EMOCA v1 coarse stage (emotion, eye/lip/mouth, photometric losses); needs a DECA/EMOCA model",
+    "emoca_v2": "EMOCA v2 (mediapipe landmark losses); needs a DECA/EMOCA model and FLAME",
+    "emotion_resnet50": "The emotion recognition network (ResNet-50) on AffectNet-style data",
+}
+
+
+def shipped_configs() -> list[Path]:
+    """The backend's shipped training configs (``<backend>/training/configs/*.yaml``), preferred ones first."""
+    from .client import backend_root
+    from .errors import EmocaError
+
+    try:
+        found = sorted((backend_root() / "training" / "configs").glob("*.yaml"))
+    except EmocaError:
+        return []
+    rank = {name: i for i, name in enumerate(PREFERRED_CONFIGS)}
+    return sorted(found, key=lambda p: (rank.get(p.stem, len(rank)), p.stem))
+
+
+def config_items() -> list[tuple[str, str, str]]:
+    items = [(p.stem, p.stem, CONFIG_HINTS.get(p.stem, str(p))) for p in shipped_configs()]
+    return items + [("CUSTOM", "Custom File", "A training config YAML of your own")]
+
+
+CONFIG_ITEMS = config_items()  # static: the shipped configs do not change while Blender runs
 
 
 def _is_rig(self, obj) -> bool:
@@ -81,14 +115,50 @@ class EmocaJob(bpy.types.PropertyGroup):
     env_log: StringProperty(default="")
 
 
-CLASSES = (EmocaSettings, EmocaJob)
+class EmocaTrainSettings(bpy.types.PropertyGroup):
+    config: EnumProperty(name="Config", items=CONFIG_ITEMS, default=CONFIG_ITEMS[0][0],
+                         description="A shipped training config, or a YAML file of your own")
+    config_path: StringProperty(name="Config File", subtype="FILE_PATH", description="Training config YAML")
+    data_dir: StringProperty(name="Data Folder", subtype="DIR_PATH",
+                             description="Images and/or videos to train on (data.train; empty: the config's)")
+    output_dir: StringProperty(name="Output Folder", subtype="DIR_PATH",
+                               description="The run folder (an EMOCA model folder); empty: emoca_runs/<config> "
+                                           "beside the .blend, else in your home folder")
+    max_epochs: IntProperty(name="Max Epochs", default=0, min=0, description="0: the config's")
+    max_steps: IntProperty(name="Max Steps", default=0, min=0, description="0: the config's")
+    overrides: StringProperty(name="Overrides", default="",
+                              description="More key=value overrides, space separated (e.g. trainer.devices=2 "
+                                          "learning.lr=1e-4)")
+
+
+class EmocaTrainJob(bpy.types.PropertyGroup):
+    running: BoolProperty(default=False)
+    stop_requested: BoolProperty(default=False, description="Set by the Stop button; the training operator stops")
+    progress: FloatProperty(name="Progress", default=0.0, min=0.0, max=1.0, subtype="FACTOR")
+    stage: StringProperty(default="")
+    epoch: IntProperty(name="Epoch", default=0)
+    step: IntProperty(name="Step", default=0)
+    total: IntProperty(name="Total Steps", default=-1)
+    loss: FloatProperty(name="Loss", default=-1.0, description="-1: none yet")
+    eta: FloatProperty(default=-1.0)
+    message: StringProperty(default="")
+    model_folder: StringProperty(name="Trained Model", subtype="DIR_PATH", default="")
+    checkpoint: StringProperty(name="Checkpoint", subtype="FILE_PATH", default="")
+    capture_loadable: BoolProperty(default=True)
+
+
+CLASSES = (EmocaSettings, EmocaJob, EmocaTrainSettings, EmocaTrainJob)
 
 
 def register_properties() -> None:
     bpy.types.Scene.emoca = PointerProperty(type=EmocaSettings)
+    bpy.types.Scene.emoca_train = PointerProperty(type=EmocaTrainSettings)
     bpy.types.WindowManager.emoca_job = PointerProperty(type=EmocaJob)
+    bpy.types.WindowManager.emoca_train_job = PointerProperty(type=EmocaTrainJob)
 
 
 def unregister_properties() -> None:
+    del bpy.types.WindowManager.emoca_train_job
     del bpy.types.WindowManager.emoca_job
+    del bpy.types.Scene.emoca_train
     del bpy.types.Scene.emoca

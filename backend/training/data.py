@@ -260,14 +260,19 @@ class SyntheticHeadDataset(Dataset):
         from backend.render.synthetic_clip import render_crops
 
         self.params = sample_synthetic_params(n, seed, exp_std=exp_std)
-        images, lmks = [], []
+        images, lmks, mps = [], [], []
         for s in range(0, n, 64):
             sl = {k: v[s:s + 64] for k, v in self.params.items()}
             r = render_crops(sl, seed=head_seed, image_size=image_size, light=sl["light"])
             images.append(r["images"])
             lmks.append(r["landmarks2d"])
+            # the head's vertices 0..467 are mediapipe's face-mesh points: exact v2 ground truth (irises: 0)
+            mp = torch.zeros(len(r["images"]), 478, 2)
+            mp[:, :468] = r["vertices"][:, :468, :2]
+            mps.append(mp)
         self.images = (torch.cat(images) * 255 + 0.5).to(torch.uint8)  # like real data: 8-bit images
         self.l68 = torch.cat(lmks).float()
+        self.lmp = torch.cat(mps).float()
         self.size = image_size
         self.augment = augment
         self.rng = np.random.default_rng(seed + 1)
@@ -288,8 +293,8 @@ class SyntheticHeadDataset(Dataset):
         out = {
             "image": img.float() / 255.0,
             "landmarks68": l68,
-            "landmarks_mp": torch.zeros(478, 2),
-            "lmk_mp_valid": torch.tensor(False),
+            "landmarks_mp": self.lmp[i] if not self.augment else torch.zeros(478, 2),
+            "lmk_mp_valid": torch.tensor(not self.augment),
             "valence": torch.tensor(math.nan),
             "arousal": torch.tensor(math.nan),
             "expression": torch.tensor(-1),

@@ -78,11 +78,34 @@ def build_flame(cfg: dict):
         from backend.flame.synthetic import synthetic_head, synthetic_landmark_embedding, synthetic_texture
 
         data = synthetic_head(int(_cfg_get(cfg, "model.head_seed", 0)))
-        flame = FLAME(data, landmark_embedding=synthetic_landmark_embedding(data))
+        flame = FLAME(data, landmark_embedding=synthetic_landmark_embedding(data),
+                      mediapipe_embedding=synthetic_mediapipe_embedding(data, _cfg_get(cfg, "model.mediapipe_indices")))
         tex = torch.from_numpy(np.ascontiguousarray(synthetic_texture())).permute(2, 0, 1)[None].float() / 255
     uvs = torch.as_tensor(data.uvs if data.uvs is not None else np.zeros((data.n_vertices, 2)), dtype=torch.float32)
     uvf = torch.as_tensor(data.uv_faces if data.uv_faces is not None else data.faces).long()
     return flame, tex, uvs, uvf, data.name
+
+
+def synthetic_mediapipe_embedding(head, indices):
+    """The synthetic head is built on mediapipe's 468-point topology (vertex k IS mediapipe point k), so a v2
+    embedding of any mediapipe indices (< 468) is exact: the face holding vertex k, barycentric 1 on it."""
+    if not indices:
+        return None
+    import numpy as np
+
+    from backend.flame.landmarks import MediapipeEmbedding
+
+    faces = np.asarray(head.faces)
+    f_idx, bary = [], []
+    for k in indices:
+        k = int(k)
+        if not 0 <= k < 468:
+            raise BackendError("config_invalid", f"model.mediapipe_indices: {k} is not a mediapipe face-mesh "
+                               "vertex (0..467) of the synthetic head")
+        f = int(np.nonzero((faces == k).any(axis=1))[0][0])
+        f_idx.append(f)
+        bary.append((faces[f] == k).astype(np.float32))
+    return MediapipeEmbedding(faces=np.asarray(f_idx, np.int64), bary=np.stack(bary))
 
 
 class EmocaCoarseModule(L.LightningModule):
@@ -240,7 +263,11 @@ class EmocaCoarseModule(L.LightningModule):
 
 # ------------------------------------------------------------------------------------------- emotion network
 class EmotionRecognitionModule(L.LightningModule):
-    """ResNet-50 (Caffe layout, as EmoCnnModule) regressing valence/arousal and 8 AffectNet classes."""
+    """ResNet-50 (Caffe layout, as EmoCnnModule) regressing valence/arousal and 8 AffectNet classes.
+
+    Attributes ``backbone`` and ``linear`` give the official checkpoint keys (``backbone.*``, ``linear.*``), so
+    the run folder (cfg.yaml + checkpoints) loads with `backend.models.emotion.load_emotion_model`.
+    """
 
     def __init__(self, cfg: dict):
         super().__init__()
@@ -249,15 +276,21 @@ class EmotionRecognitionModule(L.LightningModule):
         self.cfg = cfg
         self.save_hyperparameters({"cfg": cfg})
         self.n_expression = int(_cfg_get(cfg, "model.n_expression", 8))
-        self.net = EmoCnnResNet50(self.n_expression)
+        net = EmoCnnResNet50(self.n_expression)
+        self.backbone = net.backbone
+        self.linear = net.linear
         self.weights = {"v_mse": 1.0, "a_mse": 1.0, "v_pcc": 1.0, "a_pcc": 1.0, "v_ccc": 1.0, "a_ccc": 1.0,
                         "expr_nll": 1.0, **(_cfg_get(cfg, "loss.weights", {}) or {})}
 
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(B,3,224,224) [0,1] -> (B, n+2) [expression logits | valence | arousal]."""
+        return self.linear(self.backbone.features(images))
+
     def configure_optimizers(self):
-        return torch.optim.Adam(self.net.parameters(), lr=float(_cfg_get(self.cfg, "learning.lr", 1e-4)))
+        return torch.optim.Adam(self.parameters(), lr=float(_cfg_get(self.cfg, "learning.lr", 1e-4)))
 
     def step(self, batch):
-        out = self.net(batch["image"])
+        out = self(batch["image"])
         terms = LS.emotion_losses(out, batch["valence"], batch["arousal"], batch["expression"], self.n_expression)
         if not terms:
             raise BackendError("input_unsupported", "the emotion network needs annotated data: no sample in the "

@@ -35,6 +35,17 @@ def fresh_scene(addon):
     yield bpy.context.scene
 
 
+@pytest.fixture
+def addon_prefs():
+    """The add-on enabled in the preferences (the session registers it as a module), so get_prefs works."""
+    from emoca_blender.preferences import get_prefs
+
+    entry = bpy.context.preferences.addons.new()
+    entry.module = "emoca_blender"
+    yield get_prefs()
+    bpy.context.preferences.addons.remove(entry)
+
+
 @pytest.fixture(scope="session")
 def head():
     return synthetic_head()

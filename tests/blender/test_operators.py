@@ -32,11 +32,14 @@ REGISTER_SCRIPT = textwrap.dedent(
         emoca_blender.register()
         registered = ours()
         assert hasattr(bpy.types.Scene, "emoca") and hasattr(bpy.types.WindowManager, "emoca_job")
+        assert hasattr(bpy.types.Scene, "emoca_train") and hasattr(bpy.types.WindowManager, "emoca_train_job")
         assert all(cls.is_registered for cls in emoca_blender.CLASSES)
         emoca_blender.unregister()
         assert ours() == before, ours()
         assert not any(cls.is_registered for cls in emoca_blender.CLASSES)
         assert not hasattr(bpy.types.Scene, "emoca")
+        assert not hasattr(bpy.types.Scene, "emoca_train")
+        assert not hasattr(bpy.types.WindowManager, "emoca_train_job")
     print("REGISTERED", ",".join(registered))
     """
 )
@@ -48,7 +51,8 @@ def test_register_and_unregister_are_clean():
     assert out.returncode == 0, out.stderr[-2000:]
     names = out.stdout.split("REGISTERED ")[1].strip().split(",")
     for expected in ("EMOCA_OT_capture", "EMOCA_OT_apply_take", "EMOCA_OT_import_rig", "EMOCA_PT_view3d",
-                     "EMOCA_PT_clip"):
+                     "EMOCA_PT_clip", "EMOCA_OT_train", "EMOCA_OT_train_stop", "EMOCA_OT_use_trained_model",
+                     "EMOCA_PT_view3d_train"):
         assert expected in names
 
 
@@ -242,10 +246,19 @@ def test_panels_name_only_existing_properties_and_operators(fresh_scene):
     bpy.context.window_manager.emoca_job.running = False
 
 
-@pytest.mark.torch
-def test_train_through_the_protocol_returns_the_checkpoint(tmp_path):
-    ckpt = api.train("tiny_cpu", f"output_dir={tmp_path / 'run'}", "data.synthetic.n_train=8",
-                     "data.synthetic.n_val=4", "data.batch_size=4", "learning.max_time_s=null",
-                     **{"learning.max_steps": 1}, verbose=False)
-    assert ckpt.is_file() and ckpt.suffix == ".ckpt"
-    assert (tmp_path / "run") in ckpt.parents
+def test_scene_smoothing_overrides_the_preferences_default_both_ways(fresh_scene, addon_prefs):
+    import bpy
+
+    from emoca_blender.preferences import capture_options
+
+    prefs = addon_prefs
+    settings = fresh_scene.emoca
+    old = prefs.smooth, settings.smooth
+    try:
+        prefs.smooth, settings.smooth = 0.0, 0.5
+        opts = capture_options(settings, bpy.context)
+        assert opts["smooth"] != "off" and opts["smooth_strength"] == pytest.approx(0.5)
+        prefs.smooth, settings.smooth = 0.7, 0.0
+        assert capture_options(settings, bpy.context)["smooth"] == "off"
+    finally:
+        prefs.smooth, settings.smooth = old

@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from backend import protocol
@@ -62,7 +63,7 @@ class Server:
         return self.proc.wait(TIMEOUT)
 
 
-def test_protocol_errors_status_and_clean_exit():
+def test_protocol_errors_status_export_train_and_clean_exit(tmp_path):
     s = Server()
     try:
         s.send("this is not json")
@@ -82,6 +83,18 @@ def test_protocol_errors_status_and_clean_exit():
         ev = s.next()
         assert ev["type"] == "result" and ev["id"] == "s1" and ev["files"] == []
         assert ev["backend_version"] and ev["protocol_version"] == 1 and ev["device"]
+        rig = tmp_path / "tête.npz"
+        s.send(protocol.make("export_rig", id="r", output=str(rig)))
+        ev, seen = s.until(lambda e: e["type"] in ("result", "error"))
+        assert ev["type"] == "result" and ev["files"] == [str(rig)] and "not FLAME" in ev["model"]
+        assert any(e["type"] == "log" and "synthetic" in e["message"] for e in seen)
+        with np.load(rig, allow_pickle=False) as z:
+            assert z["v_template"].shape[1] == 3
+        # train runs as a child process whose events are relayed under this request's id
+        s.send(protocol.make("train", id="t", config=str(tmp_path / "absent.yaml"), overrides=["a=1"]))
+        ev, _ = s.until(lambda e: e["type"] in ("result", "error"))
+        assert ev["type"] == "error" and ev["id"] == "t" and ev["code"] == "input_missing"
+        assert "absent.yaml" in ev["message"]
     finally:
         code = s.close()
     assert code == 0
@@ -138,12 +151,14 @@ def test_stdin_close_cancels_running_job(tmp_path):
 
 
 def test_closed_stdout_exits_quietly():
-    s = Server()
-    s.proc.stdout.close()  # the reader went away
-    s.send({"type": "status", "version": 1, "id": "s"})
-    code = s.proc.wait(TIMEOUT)
-    assert code == 0
-    assert b"Traceback" not in b"".join(s.stderr)
+    proc = subprocess.Popen([sys.executable, "-m", "backend", "serve"], cwd=ROOT, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader went away
+    proc.stdin.write(b'{"type": "status", "version": 1, "id": "s"}\n')
+    proc.stdin.flush()
+    _, err = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 0
+    assert b"Traceback" not in err
 
 
 def _alive(pid: int) -> bool:
@@ -156,12 +171,15 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to watch the orphaned server")
 def test_exits_when_parent_dies():
-    # an intermediate parent starts the server on OUR stdin pipe (which stays open) and exits at once
+    # an intermediate parent starts the server on OUR stdin pipe (which stays open), waits until it answers a
+    # status request (so it is up and knows its parent), then exits
     code = ("import subprocess, sys; p = subprocess.Popen([sys.executable, '-m', 'backend', 'serve'], "
-            "stdin=sys.stdin, stdout=subprocess.DEVNULL); print(p.pid, flush=True)")
+            "stdin=sys.stdin, stdout=subprocess.PIPE); print(p.pid, flush=True); p.stdout.readline()")
     parent = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE)
     pid = int(parent.stdout.readline())
+    parent.stdin.write(b'{"type": "status", "version": 1, "id": "s"}\n')
+    parent.stdin.flush()
     parent.wait(TIMEOUT)
     deadline = time.monotonic() + 60
     while _alive(pid) and time.monotonic() < deadline:

@@ -59,8 +59,9 @@ def test_json_progress_checkpoints_and_resume(unicode_tmp):
 
     out = unicode_tmp / "run"
     common = ["tiny_cpu", f"output_dir={out}", "data.synthetic.n_train=32", "data.synthetic.n_val=8",
-              "learning.max_time_s=null", "data.batch_size=8", "--progress", "json", "--id", "t1"]
-    r = _run([*common, "learning.max_steps=3"], ROOT)
+              "learning.max_time_s=null", "data.batch_size=8"]
+    opts = ["--progress", "json", "--id", "t1"]
+    r = _run([*common, "learning.max_steps=3", *opts], ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
     msgs = [protocol.decode(line) for line in r.stdout.splitlines()]  # stdout is protocol only
     prog = [m for m in msgs if m["type"] == "progress"]
@@ -71,7 +72,7 @@ def test_json_progress_checkpoints_and_resume(unicode_tmp):
     assert (out / "coarse" / "checkpoints" / "last.ckpt").is_file() and (out / "logs").is_dir()
     assert (out / "cfg.yaml").is_file()
     # a second run picks up last.ckpt by itself
-    r2 = _run([*common, "learning.max_steps=5"], ROOT)
+    r2 = _run([*common, "learning.max_steps=5", *opts], ROOT)
     assert r2.returncode == 0, r2.stderr[-2000:]
     res2 = json.loads(r2.stdout.splitlines()[-1])
     assert res2["resumed_from"].endswith("last.ckpt") and res2["global_step"] == 5
@@ -102,3 +103,31 @@ def test_real_config_one_step_writes_an_emoca_folder_capture_loads(tmp_path):
     assert info["kind"] == "EMOCA" and net.E_expression is not None
     for k, v in module.deca.E_expression.state_dict().items():
         assert torch.equal(v.cpu(), net.E_expression.state_dict()[k].cpu()), k
+
+
+@pytest.mark.slow
+def test_emotion_network_trains_through_the_same_entry_point_and_loads(unicode_tmp):
+    import cv2
+
+    from backend.footage.synthetic import astronaut_image, make_astronaut_clip
+    from backend.models.emotion import load_emotion_model
+    from backend.training.cli import load_config, train
+
+    data = unicode_tmp / "affect"
+    data.mkdir()
+    cv2.imwrite(str(data / "astro.png"), astronaut_image()[..., ::-1])
+    make_astronaut_clip(data / "clip.mp4", n_frames=10)
+    (data / "labels.csv").write_text("subDirectory_filePath,expression,valence,arousal\n"
+                                     "astro.png,1,0.6,0.3\nclip.mp4,3,-0.2,0.7\n", encoding="utf-8")
+    out = unicode_tmp / "emo"
+    cfg = load_config("emotion_resnet50", [f"output_dir={out}", f"data.train={data}", "data.batch_size=2",
+                                           "data.num_workers=0", "data.video_every=5", "data.val_fraction=0.34",
+                                           "learning.max_steps=1", "trainer.accelerator=cpu"])
+    res = train(cfg)
+    module = res.pop("module")
+    assert res["global_step"] == 1 and res["best_checkpoint"]
+    model = load_emotion_model(out)  # the run folder is an emotion-network folder
+    assert model.arch == "resnet50_caffe"
+    import torch
+
+    torch.testing.assert_close(model.net.linear.weight, module.linear.weight.detach())

@@ -100,3 +100,26 @@ def test_total_uses_only_weighted_terms():
     assert LS.total(terms, {"a": 0.5}).item() == 1.0
     with pytest.raises(ValueError):
         LS.total(terms, {})
+
+
+def test_v2_mediapipe_terms_run_in_the_module_and_vanish_at_the_truth():
+    """v2 on the synthetic head (its vertices are mediapipe points, so the embedding is exact): with the true
+    expression the mediapipe terms are ~0; with a wrong one they are not."""
+    import lightning  # noqa: F401  (the module needs it)
+
+    from backend.training.cli import load_config
+    from backend.training.data import SyntheticHeadDataset
+    from backend.training.module import EmocaCoarseModule
+
+    idx = sorted({k for p in LS.EYE_PAIRS_MP + LS.LIP_PAIRS_MP + LS.MOUTH_CORNER_PAIRS_MP for k in p})
+    cfg = load_config("tiny_cpu", ["loss.setting=v2", f"model.mediapipe_indices={idx}", "loss.weights.emotion=0"])
+    m = EmocaCoarseModule(cfg).eval()
+    ds = SyntheticHeadDataset(4, seed=3, image_size=64, exp_std=2.0)
+    batch = {k: torch.stack([ds[i][k] for i in range(4)]) for k in ds[0]}
+    m.forward = lambda images: batch["exp"]  # the true expression
+    _, terms = m.step(batch)
+    for k in ("landmark_mp", "eye_distance_mp", "lip_distance_mp", "mouth_corner_distance_mp"):
+        assert terms[k].item() < 1e-5, (k, terms[k])
+    m.forward = lambda images: torch.zeros_like(batch["exp"])  # neutral instead
+    _, wrong = m.step(batch)
+    assert wrong["landmark_mp"] > 1e-3 and wrong["lip_distance_mp"] > 1e-3
