@@ -202,3 +202,17 @@ def test_status_does_not_import_mediapipe_or_fer(root):
 def test_where_prints_the_root(root, capsys):
     assert main(["assets", "where"]) == 0
     assert capsys.readouterr().out.strip() == str(root)
+
+
+def test_demo_uses_configured_assets_and_says_so(root):
+    """`make demo` picks up the user's official files: the rig from their FLAME, the capture from their model."""
+    from backend.demo import _assets_summary
+
+    before = _assets_summary()
+    assert before["capture"]["trained"] is False and before["flame_path"] is None
+    H.write_files(root, H.flame_folder_files())
+    H.write_model_folder(root / "EMOCA" / "models", "EMOCA_v2_mp")
+    after = _assets_summary()
+    assert after["capture"]["trained"] is True and "EMOCA_v2_mp" in after["capture"]["message"]
+    assert after["flame_path"] == str(root / "FLAME" / "geometry" / "generic_model.pkl")
+    assert after["root"] == str(root)
