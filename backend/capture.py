@@ -480,6 +480,15 @@ def _select(tracker, tracks: dict[int, _Track], face: str | int, path: str) -> l
         raise BackendError(exc.code, f"{path}: {exc.message}", exc.hint) from None
 
 
+def _warn_other_faces(tracker, tracks: dict[int, _Track], selected: list[int], warn: Warn) -> None:
+    """Several faces in the footage and 'largest' chosen: say which one was kept and how to get the others."""
+    seen = [t for t in tracker.summary() if t.id in tracks and t.n_frames >= ALL_MIN_FRAMES]
+    if len(seen) > 1:
+        kept = next(t for t in seen if t.id in selected)
+        warn(f"{len(seen)} faces were tracked; captured the largest (track {kept.id}, seen in {kept.n_frames} "
+             f"frames). Use face 'all' for one take per face, or a track number for another one.")
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # capture
 
@@ -614,6 +623,8 @@ def capture(input: str | Path, output: str | Path, options: CaptureOptions | Non
         n_rows = len(index_col)
         meter(n_rows, "encode", force=True)
         selected = _select(tracker, tracks, face, str(input_path))
+        if face == "largest":
+            _warn_other_faces(tracker, tracks, selected, _warn)
         paths = output_paths(output, input_path, selected, face)
         stats.update(frames=n_rows, faces=n_faces, network_s=t_net, tracks=len(tracks))
         meter.total = n_rows

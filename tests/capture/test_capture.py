@@ -247,3 +247,19 @@ def test_two_faces_all_tracks_follow_their_faces(tmp_path, nets):
         assert d[:, owner].max() < 40
         owners.append(owner)
     assert sorted(owners) == [0, 1]
+
+
+@pytest.mark.slow
+def test_several_faces_with_largest_says_which_was_kept(tmp_path, nets):
+    from backend.footage.synthetic import make_two_faces_clip
+
+    clip = make_two_faces_clip(tmp_path / "deux.mp4", n_frames=20)
+    said: list[str] = []
+    paths = capture(clip.path, tmp_path / "une.npz", CaptureOptions(device="cpu", face="largest"),
+                    networks=nets, warn=said.append)
+    assert len(paths) == 1
+    note = [m for m in said if "faces were tracked" in m]
+    assert len(note) == 1 and note[0].startswith("2 faces") and "face 'all'" in note[0]
+    take = read_take(paths[0])
+    assert note[0] in take.meta["warnings"]  # the take records the choice too
+    assert f"track {take.meta['track']['id']}" in note[0]
