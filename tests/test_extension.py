@@ -93,3 +93,34 @@ def test_installs_registers_and_unregisters_in_real_blender(extension_zip, tmp_p
     assert res["heavy_modules"] == [], "enabling the add-on imported backend-only modules"
     installed = tmp_path / "blender user é" / "extensions" / "user_default" / "emoca_blender"
     assert (installed / "backend" / "protocol.py").is_file()
+
+
+BUNDLED_BACKEND_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    from importlib import import_module
+    import bpy
+    bpy.ops.extensions.package_install_files(filepath=sys.argv[1], repo="user_default", enable_on_install=True)
+    client = import_module("bl_ext.user_default.emoca_blender.client")
+    api = import_module("bl_ext.user_default.emoca_blender.api")
+    rig_file = api.export_rig(sys.argv[2], python=sys.executable)  # the backend process, via the protocol
+    arm = api.import_rig(rig_file)
+    print("RESULT" + json.dumps({"backend_root": str(client.backend_root()), "rig": str(rig_file),
+                                 "armature": arm.name, "bones": sorted(b.name for b in arm.data.bones)}))
+    """
+)
+
+
+@pytest.mark.torch
+def test_installed_extension_runs_its_bundled_backend(extension_zip, tmp_path):
+    user = tmp_path / "user"
+    env = dict(os.environ, BLENDER_USER_RESOURCES=str(user), PYTHONPATH="")
+    out = tmp_path / "rig é.npz"
+    proc = subprocess.run([sys.executable, "-c", BUNDLED_BACKEND_SCRIPT, str(extension_zip), str(out)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")), None)
+    assert line, proc.stdout[-2000:] + proc.stderr[-4000:]
+    res = json.loads(line[len("RESULT"):])
+    # the backend that ran is the copy inside the installed extension, not this checkout
+    assert Path(res["backend_root"]).is_relative_to(user) and Path(res["backend_root"]).name == "backend"
+    assert out.is_file() and res["bones"] == ["eye_L", "eye_R", "jaw", "neck", "root"]
