@@ -313,8 +313,10 @@ def train(cfg: dict, reporter: _JsonProgress | None = None) -> dict:
         "images_seen": int(trainer.global_step) * bs * max(int(trainer.world_size), 1),
         "capture_loadable": cfg["task"] == "emoca" and cfg["model"]["expression_backbone"] != "tiny",
         "interrupted": bool(trainer.interrupted),
+        "world_size": int(trainer.world_size),
     }
     result["module"] = module
+    result["global_rank"] = int(trainer.global_rank)  # popped by run(): only rank 0 reports (DDP runs N copies)
     return result
 
 
@@ -329,6 +331,8 @@ def run(args: argparse.Namespace) -> int:
     with redirect:
         result = train(cfg, reporter)
     result.pop("module", None)
+    if result.pop("global_rank", 0) != 0:  # a DDP worker: the rank-0 process speaks for the whole run
+        return 0
     files = [p for p in (result["best_checkpoint"], result["last_checkpoint"]) if p]
     if json_mode:
         best = result["best_checkpoint"] or result["last_checkpoint"]

@@ -131,3 +131,23 @@ def test_emotion_network_trains_through_the_same_entry_point_and_loads(unicode_t
     import torch
 
     torch.testing.assert_close(model.net.linear.weight, module.linear.weight.detach())
+
+
+@pytest.mark.slow
+def test_the_same_config_runs_data_parallel_on_two_processes(tmp_path):
+    """Lightning DDP (gloo on CPU here, NCCL on GPUs): one config, N processes, one protocol stream."""
+    from backend import protocol
+
+    out = tmp_path / "ddp run"
+    r = _run(["tiny_cpu", f"output_dir={out}", "data.synthetic.n_train=32", "data.synthetic.n_val=8",
+              "learning.max_time_s=null", "data.batch_size=8", "learning.max_steps=3",
+              "trainer.devices=2", "trainer.strategy=ddp", "--progress", "json", "--id", "d"], ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Starting with 2 processes" in r.stderr  # really two ranks
+    msgs = [protocol.decode(line) for line in r.stdout.splitlines()]
+    results = [m for m in msgs if m["type"] == "result"]
+    assert len(results) == 1, "every rank reported: the add-on would see several results"
+    res = results[0]
+    assert res["world_size"] == 2 and res["global_step"] == 3
+    assert res["images_seen"] == 3 * 8 * 2  # each step saw a batch per process
+    assert Path(res["checkpoint"]).is_file()
