@@ -223,7 +223,64 @@ def run_request(python: str | os.PathLike, type_: str, on_event: Callable[[dict]
                 raise EmocaError("cancelled", f"{type_} was cancelled")
 
 
-class CaptureJob:
+class _BackendJob:
+    """A request on a BackendProcess, advanced by ``step()`` (what a modal operator runs on each timer tick).
+
+    States: ``new``, ``running``, ``done``, ``failed`` (``error`` is an EmocaError) or ``cancelled``. Warnings,
+    errors for this job's requests and the backend's exit are handled here; subclasses handle ``progress`` and
+    ``result`` in ``_handle``.
+    """
+
+    def __init__(self, proc: BackendProcess):
+        self.proc = proc
+        self.state = "new"
+        self.req_id: str | None = None
+        self.warnings: list[str] = []
+        self.error: EmocaError | None = None
+
+    def _active_request(self) -> str | None:
+        """The request a cancel goes to."""
+        return self.req_id
+
+    def _request_ids(self) -> tuple:
+        """Ids whose ``error`` events end this job (None: errors not tied to a request)."""
+        return (self.req_id, None)
+
+    def cancel(self) -> None:
+        """Ask the backend to stop; it answers with a ``cancelled`` error (a capture writes no take; a training
+        keeps the checkpoints written so far)."""
+        if self.state == "running":
+            self.proc.cancel(self._active_request())
+            self.state = "cancelled"
+
+    def step(self) -> str:
+        for ev in self.proc.poll():
+            if self.state != "running":
+                break
+            if not self._handle_common(ev):
+                self._handle(ev)
+        return self.state
+
+    def _handle_common(self, ev: dict) -> bool:
+        etype = ev.get("type")
+        if etype == "warning" or (etype == "log" and ev.get("level") in ("warning", "error")):
+            self.warnings.append(str(ev.get("message")))
+        elif etype == "error" and ev.get("id") in self._request_ids():
+            self.error = error_from_event(ev, self.proc.log(20))
+            self.state = "cancelled" if self.error.code == "cancelled" else "failed"
+        elif etype == "exit":
+            self.error = EmocaError("internal", f"the backend exited (status {ev.get('returncode')}) before "
+                                    f"finishing\n{self.proc.log(30)}")
+            self.state = "failed"
+        else:
+            return False
+        return True
+
+    def _handle(self, ev: dict) -> None:
+        raise NotImplementedError
+
+
+class CaptureJob(_BackendJob):
     """The capture as a state machine fed with events: what the modal operator runs on each timer tick.
 
     ``start()`` sends the capture request; ``step()`` drains the backend's events and returns the state:
@@ -234,35 +291,24 @@ class CaptureJob:
 
     def __init__(self, proc: BackendProcess, capture_fields: dict, rig_output: str | None = None,
                  flame: str | None = None):
-        self.proc = proc
+        super().__init__(proc)
         self.fields = capture_fields
         self.rig_output = rig_output
         self.flame = flame
-        self.state = "new"
-        self.req_id: str | None = None
         self.rig_req: str | None = None
         self.progress, self.stage, self.fps, self.eta = 0.0, "starting", 0.0, None
-        self.warnings: list[str] = []
         self.take_files: list[str] = []
         self.rig_file: str | None = None
-        self.error: EmocaError | None = None
 
     def start(self) -> None:
         self.req_id = self.proc.request("capture", **self.fields)
         self.state = "running"
 
-    def cancel(self) -> None:
-        """Ask the backend to stop; it answers with a ``cancelled`` error and writes nothing final."""
-        if self.state == "running":
-            self.proc.cancel(self.rig_req or self.req_id)
-            self.state = "cancelled"
+    def _active_request(self) -> str | None:
+        return self.rig_req or self.req_id
 
-    def step(self) -> str:
-        for ev in self.proc.poll():
-            if self.state != "running":
-                break
-            self._handle(ev)
-        return self.state
+    def _request_ids(self) -> tuple:
+        return (self.req_id, self.rig_req, None)
 
     def _handle(self, ev: dict) -> None:
         etype, eid = ev.get("type"), ev.get("id")
@@ -272,15 +318,6 @@ class CaptureJob:
             self.stage = str(ev.get("stage", ""))
             self.fps = float(ev.get("fps") or 0.0)
             self.eta = ev.get("eta")
-        elif etype == "warning" or (etype == "log" and ev.get("level") in ("warning", "error")):
-            self.warnings.append(str(ev.get("message")))
-        elif etype == "error" and eid in (self.req_id, self.rig_req, None):
-            self.error = error_from_event(ev, self.proc.log(20))
-            self.state = "cancelled" if self.error.code == "cancelled" else "failed"
-        elif etype == "exit":
-            self.error = EmocaError("internal", f"the backend exited (status {ev.get('returncode')}) before "
-                                    f"finishing\n{self.proc.log(30)}")
-            self.state = "failed"
         elif etype == "result" and eid == self.req_id:
             self.take_files = [str(f) for f in ev.get("files", []) if str(f).endswith(".npz")]
             self.progress = 1.0
@@ -313,7 +350,7 @@ def train_result_paths(result: dict) -> tuple[str | None, str | None]:
     return (str(folder) if folder else None), (str(ckpt) if ckpt else None)
 
 
-class TrainJob:
+class TrainJob(_BackendJob):
     """A ``train`` request as a state machine fed with events (the Train panel's modal operator steps it).
 
     ``start()`` sends the request (``config``: a YAML path or a shipped config's name; ``overrides``: ``key=value``
@@ -324,38 +361,21 @@ class TrainJob:
     """
 
     def __init__(self, proc: BackendProcess, config: str | os.PathLike, overrides: list[str] | None = None):
-        self.proc = proc
+        super().__init__(proc)
         self.config = str(config)
         self.overrides = [str(o) for o in overrides or []]
-        self.state = "new"
-        self.req_id: str | None = None
         self.epoch, self.global_step, self.total = 0, 0, -1  # step() is the method: the step is global_step
         self.loss: float | None = None
         self.progress, self.stage, self.fps, self.eta = 0.0, "starting", 0.0, None
-        self.warnings: list[str] = []
         self.n_progress = 0  # progress events received
         self.model_folder: str | None = None
         self.checkpoint: str | None = None
         self.capture_loadable: bool | None = None
         self.result: dict = {}
-        self.error: EmocaError | None = None
 
     def start(self) -> None:
         self.req_id = self.proc.request("train", config=self.config, overrides=self.overrides)
         self.state = "running"
-
-    def cancel(self) -> None:
-        """Ask the backend to stop training (it ends the training process; its checkpoints so far stay)."""
-        if self.state == "running":
-            self.proc.cancel(self.req_id)
-            self.state = "cancelled"
-
-    def step(self) -> str:
-        for ev in self.proc.poll():
-            if self.state != "running":
-                break
-            self._handle(ev)
-        return self.state
 
     def _handle(self, ev: dict) -> None:
         etype, eid = ev.get("type"), ev.get("id")
@@ -370,15 +390,6 @@ class TrainJob:
             self.stage = str(ev.get("stage", "train"))
             self.fps = float(ev.get("fps") or 0.0)
             self.eta = ev.get("eta")
-        elif etype == "warning" or (etype == "log" and ev.get("level") in ("warning", "error")):
-            self.warnings.append(str(ev.get("message")))
-        elif etype == "error" and eid in (self.req_id, None):
-            self.error = error_from_event(ev, self.proc.log(20))
-            self.state = "cancelled" if self.error.code == "cancelled" else "failed"
-        elif etype == "exit":
-            self.error = EmocaError("internal", f"the backend exited (status {ev.get('returncode')}) before "
-                                    f"finishing\n{self.proc.log(30)}")
-            self.state = "failed"
         elif etype == "result" and eid == self.req_id:
             self.result = dict(ev)
             self.model_folder, self.checkpoint = train_result_paths(ev)
