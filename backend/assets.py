@@ -16,6 +16,7 @@ they are held in memory only, never written to disk or put in a URL.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import re
@@ -33,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from http.client import HTTPException
 from importlib import util as importlib_util
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from backend.errors import BackendError
 
@@ -422,44 +424,42 @@ def _check_model_folder(path: Path, want_sections: Iterable[str]) -> tuple[Valid
     return None, ckpt, real
 
 
-def _v_emoca_model(path: Path, deep: bool) -> Validation:
-    fail, ckpt, real = _check_model_folder(path, ("coarse", "detail"))
+def _v_checkpoint_folder(path: Path, deep: bool, subdirs: tuple[str, ...], module: str,
+                         load: Callable[[Any, Path], str]) -> Validation:
+    """A cfg.yaml + checkpoints folder: the official 'best' checkpoint located and its header checked; with
+    ``deep`` the real loader (``load(module, path)`` -> a label for the message) builds the network strictly."""
+    fail, ckpt, real = _check_model_folder(path, subdirs)
     if fail:
         return fail
     rel = ckpt.relative_to(path).as_posix()
     if deep:
         try:
-            from backend.models.loading import load_emoca_folder
+            loader = importlib.import_module(module)
         except ImportError as exc:
-            return _not_validated("backend.models.loading", exc)
+            return _not_validated(module, exc)
         try:
-            load_emoca_folder(path)
+            label = load(loader, path)
         except Exception as exc:  # noqa: BLE001
             return _loader_failed(exc)
-        return True, f"valid (loaded): {rel}"
+        return True, f"valid (loaded{label}): {rel}"
     if not real:
         return None, f"present (not validated: backend.models.loading unavailable), checkpoint {rel}"
     return True, f"valid: cfg.yaml + {rel} (header checked)"
+
+
+def _v_emoca_model(path: Path, deep: bool) -> Validation:
+    def load(loading, folder: Path) -> str:
+        loading.load_emoca_folder(folder)
+        return ""
+
+    return _v_checkpoint_folder(path, deep, ("coarse", "detail"), "backend.models.loading", load)
 
 
 def _v_emotion_folder(path: Path, deep: bool) -> Validation:
-    fail, ckpt, real = _check_model_folder(path, ())
-    if fail:
-        return fail
-    rel = ckpt.relative_to(path).as_posix()
-    if deep:
-        try:
-            from backend.models.emotion import load_emotion_model
-        except ImportError as exc:
-            return _not_validated("backend.models.emotion", exc)
-        try:
-            model = load_emotion_model(path, device="cpu")
-        except Exception as exc:  # noqa: BLE001
-            return _loader_failed(exc)
-        return True, f"valid (loaded {getattr(model, 'name', 'emotion model')}): {rel}"
-    if not real:
-        return None, f"present (not validated: backend.models.loading unavailable), checkpoint {rel}"
-    return True, f"valid: cfg.yaml + {rel} (header checked)"
+    def load(emotion, folder: Path) -> str:
+        return " " + getattr(emotion.load_emotion_model(folder, device="cpu"), "name", "emotion model")
+
+    return _v_checkpoint_folder(path, deep, (), "backend.models.emotion", load)
 
 
 def _v_deca_tar(path: Path, deep: bool) -> Validation:
