@@ -33,14 +33,6 @@ FACE_WIDTH_M = 0.15  # distance between the face-oval sides (mediapipe 234 <-> 4
 # The meaningful leading expression components (coefficient +1 = the named motion, about 5 mm).
 EXPRESSION_NAMES = ("jaw_open", "smile", "brow_raise", "eye_close", "lip_pucker", "frown", "brow_furrow")
 
-# iBUG-68 -> mediapipe-468 vertex correspondence (contour 0-16, brows 17-26, nose 27-35, eyes 36-47, mouth 48-67).
-MP_TO_IBUG68 = (
-    127, 234, 93, 58, 172, 136, 149, 148, 152, 377, 378, 365, 397, 288, 323, 454, 356,
-    71, 63, 105, 66, 107, 336, 296, 334, 293, 301,
-    168, 197, 5, 4, 75, 97, 2, 326, 305,
-    33, 160, 158, 133, 153, 144, 362, 385, 387, 263, 373, 380,
-    61, 39, 37, 0, 267, 269, 291, 405, 314, 17, 84, 181, 78, 82, 13, 312, 308, 317, 14, 87,
-)  # fmt: skip
 
 # mediapipe indices used to place regions (stable facts of the 468 topology)
 _EYE_OUTER_R, _EYE_OUTER_L = 33, 263  # subject's right (image left) and left
@@ -395,13 +387,13 @@ def synthetic_landmark_embedding(head: FlameData):
     The 79 dynamic contour tables (DECA convention) shift the contour point on the side turned away from the
     camera inwards by up to half a triangle, so tables differ mildly from bin to bin.
     """
-    from backend.flame.landmarks import LandmarkEmbedding
+    from backend.flame.landmarks import MEDIAPIPE_TO_68, LandmarkEmbedding
 
     faces = np.asarray(head.faces)
     v = np.asarray(head.v_template, dtype=np.float64)
     full_f = np.zeros(68, np.int64)
     full_b = np.zeros((68, 3), np.float32)
-    for i, k in enumerate(MP_TO_IBUG68):
+    for i, k in enumerate(MEDIAPIPE_TO_68):
         full_f[i], full_b[i] = _vertex_bary(faces, k)
     nose = v[4]
     dyn_f = np.zeros((79, 17), np.int64)

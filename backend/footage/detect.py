@@ -8,12 +8,8 @@ Scores. mediapipe's FaceMesh solution exposes no per-face probability: it only r
 So a mediapipe detection's ``score`` is 1.0 ("passed the detector's threshold"), stated plainly rather than
 invented. FAN detections carry the s3fd box confidence.
 
-MEDIAPIPE_TO_68: for each iBUG-68 landmark (0-16 jaw from the subject's right ear to the left one, 17-21 right
-brow, 22-26 left brow, 27-30 nose bridge, 31-35 nostrils, 36-41 right eye, 42-47 left eye, 48-59 outer lips,
-60-67 inner lips; "right" = the subject's right = image left), the mediapipe mesh vertex at about the same place.
-It is an approximate correspondence (the two conventions differ, most of all along the jaw contour, where iBUG
-points follow the visible outline), good for boxes (the kpt68 crop rule) and as a weak landmark loss; mirror-
-consistent with IBUG68_FLIP (a test checks it on a mirrored face).
+MEDIAPIPE_TO_68 / IBUG68_FLIP (mediapipe -> iBUG-68 correspondence) live in backend.flame.landmarks, shared
+with the synthetic head's landmark embedding so detected and model landmarks follow one convention.
 """
 
 from __future__ import annotations
@@ -25,31 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from backend.errors import BackendError
-
-# fmt: off
-MEDIAPIPE_TO_68 = np.array([
-    # jaw 0-16
-    127, 234, 93, 132, 58, 172, 136, 150, 152, 379, 365, 397, 288, 361, 323, 454, 356,
-    # right brow 17-21 (outer -> inner), left brow 22-26 (inner -> outer)
-    70, 63, 105, 66, 107, 336, 296, 334, 293, 300,
-    # nose bridge 27-30, nostrils 31-35
-    168, 197, 5, 4, 75, 97, 2, 326, 305,
-    # right eye 36-41, left eye 42-47
-    33, 160, 158, 133, 153, 144, 362, 385, 387, 263, 373, 380,
-    # outer lips 48-59, inner lips 60-67
-    61, 39, 37, 0, 267, 269, 291, 405, 314, 17, 84, 181,
-    78, 82, 13, 312, 308, 317, 14, 87,
-], dtype=np.int64)
-# iBUG-68 index of each point's mirror image (left <-> right)
-IBUG68_FLIP = np.array([
-    16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0,
-    26, 25, 24, 23, 22, 21, 20, 19, 18, 17,
-    27, 28, 29, 30, 35, 34, 33, 32, 31,
-    45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40,
-    54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55,
-    64, 63, 62, 61, 60, 67, 66, 65,
-], dtype=np.int64)
-# fmt: on
+from backend.flame.landmarks import IBUG68_FLIP, MEDIAPIPE_TO_68  # noqa: F401  (re-exported)
 
 FAN_FILES = {
     "2DFAN-4": "2DFAN4-11f355bf06.pth.tar",

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from backend.flame.landmarks import MEDIAPIPE_TO_68
 from backend.flame.synthetic import (
     EXPRESSION_NAMES,
-    MP_TO_IBUG68,
     NAME,
     render_preview,
     synthetic_head,
@@ -108,7 +108,7 @@ def test_landmark_embedding(head):
     emb = synthetic_landmark_embedding(head)
     emb.validate(len(head.faces))
     pts = np.einsum("lk,lkc->lc", emb.full_bary, head.v_template[head.faces[emb.full_faces]])
-    np.testing.assert_allclose(pts, head.v_template[list(MP_TO_IBUG68)], atol=1e-7)
+    np.testing.assert_allclose(pts, head.v_template[list(MEDIAPIPE_TO_68)], atol=1e-7)
     # iBUG order: contour left-to-right in the image, chin lowest, right eye (36-41) on the image left
     assert pts[0, 0] < pts[8, 0] < pts[16, 0] and pts[8, 1] == pts[:17, 1].min()
     assert pts[36:42, 0].mean() < 0 < pts[42:48, 0].mean()
