@@ -54,6 +54,7 @@ extension: $(if $(filter $(VENV)/bin/python,$(PY)),env)
 	rm -rf $(EXT_DIR) && mkdir -p $(EXT_DIR) $(DIST)
 	cp -r emoca_blender/. $(EXT_DIR)/
 	cp -r backend $(EXT_DIR)/backend
+	cp -r emoca_contract $(EXT_DIR)/emoca_contract
 	cp -r requirements $(EXT_DIR)/requirements
 	cp blender_manifest.toml LICENSE $(EXT_DIR)/
 	find $(EXT_DIR) -name __pycache__ -prune -exec rm -rf {} +

@@ -1,3 +1,5 @@
 """EMOCA for Blender: the PyTorch backend (runs in its own Python environment, never inside Blender)."""
 
-__version__ = "0.1.0"
+from emoca_contract import __version__
+
+__all__ = ["__version__"]

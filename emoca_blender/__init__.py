@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import bpy
 
+# The shared contract first: it registers the emoca_contract package every other module imports.
+from . import contract  # noqa: F401
+
+# isort: split
 from . import cli, operators, panel, preferences, properties
 
 bl_info = {  # legacy add-on installs (the extension manifest is the primary metadata)

@@ -108,8 +108,13 @@ def _get(kp, attr: str, n: int, width: int, dtype) -> np.ndarray:
     return buf.reshape(n, width) if width > 1 else buf
 
 
-def write_keys(fcurve, frames: np.ndarray, values: np.ndarray, interpolation: str = "LINEAR",
-               replace_range: tuple[float, float] | None = None) -> None:
+def write_keys(
+    fcurve,
+    frames: np.ndarray,
+    values: np.ndarray,
+    interpolation: str = "LINEAR",
+    replace_range: tuple[float, float] | None = None,
+) -> None:
     """Write keys (frames (K,), values (K,)) into ``fcurve`` in bulk.
 
     Existing keys inside ``replace_range`` (inclusive, default: [frames.min(), frames.max()]) are removed;
@@ -167,9 +172,14 @@ def write_keys(fcurve, frames: np.ndarray, values: np.ndarray, interpolation: st
 ChannelSpec = tuple  # (frames (K,), values (K,) or (K, C)[, first array_index])
 
 
-def write_channels(action: bpy.types.Action, id_data: bpy.types.ID, channels: Mapping[str, ChannelSpec],
-                   group: str | Mapping[str, str] | None = None, interpolation: str = "LINEAR",
-                   replace_range: tuple[float, float] | None = None) -> int:
+def write_channels(
+    action: bpy.types.Action,
+    id_data: bpy.types.ID,
+    channels: Mapping[str, ChannelSpec],
+    group: str | Mapping[str, str] | None = None,
+    interpolation: str = "LINEAR",
+    replace_range: tuple[float, float] | None = None,
+) -> int:
     """Write many channels of ``id_data`` into ``action``; return the number of keys written.
 
     ``channels`` maps a data path to ``(frames, values[, array_index])``: values (K,) write one F-curve at

@@ -20,14 +20,24 @@ from pathlib import Path
 
 import bpy
 
+from emoca_contract.errors import EmocaError
+
 from . import apply as _apply
 from . import preferences
 from .client import run_request, train_result_paths
-from .errors import EmocaError
 from .rig import build_rig, find_rig, read_rig
 
-__all__ = ["CaptureResult", "EmocaError", "TrainResult", "apply_take", "capture", "export_rig", "import_rig",
-           "read_rig", "train"]
+__all__ = [
+    "CaptureResult",
+    "EmocaError",
+    "TrainResult",
+    "apply_take",
+    "capture",
+    "export_rig",
+    "import_rig",
+    "read_rig",
+    "train",
+]
 
 
 def _python(python: str | None) -> str:
@@ -68,13 +78,31 @@ class CaptureResult:
     events: list[dict] = field(default_factory=list)
 
 
-APPLY_KEYS = ("frame_mapping", "start", "offset", "head_rotation", "correctives", "emotion", "camera_match",
-              "joint_offsets", "action_mode", "push_down", "name")
+APPLY_KEYS = (
+    "frame_mapping",
+    "start",
+    "offset",
+    "head_rotation",
+    "correctives",
+    "emotion",
+    "camera_match",
+    "joint_offsets",
+    "action_mode",
+    "push_down",
+    "name",
+)
 
 
-def capture(footage: str | os.PathLike, rig=None, output: str | os.PathLike | None = None, python: str | None = None,
-            flame: str | None = None, verbose: bool = True, cancel: Callable[[], bool] | None = None,
-            **options) -> CaptureResult:
+def capture(
+    footage: str | os.PathLike,
+    rig=None,
+    output: str | os.PathLike | None = None,
+    python: str | None = None,
+    flame: str | None = None,
+    verbose: bool = True,
+    cancel: Callable[[], bool] | None = None,
+    **options,
+) -> CaptureResult:
     """Capture ``footage`` with the backend and apply the (first) take to ``rig`` (built when None).
 
     ``cancel``: polled every 0.1 s; returning True cancels the capture (EmocaError code ``cancelled``; nothing is
@@ -104,8 +132,15 @@ def capture(footage: str | os.PathLike, rig=None, output: str | os.PathLike | No
             _print_event(ev)
 
     py = _python(python)
-    result = run_request(py, "capture", on_event=on_event, should_cancel=cancel, input=str(footage),
-                         output=str(target), options=capture_opts)
+    result = run_request(
+        py,
+        "capture",
+        on_event=on_event,
+        should_cancel=cancel,
+        input=str(footage),
+        output=str(target),
+        options=capture_opts,
+    )
     takes = [Path(f) for f in result.get("files", []) if str(f).endswith(".npz")]
     if not takes:
         raise EmocaError("no_face", f"the capture of {footage} wrote no take", "Check the footage and the face option.")
@@ -135,8 +170,14 @@ class TrainResult:
     result: dict = field(default_factory=dict)  # the backend's whole ``result`` event (global_step, best_score...)
 
 
-def train(config: str | os.PathLike, *overrides: str, python: str | None = None, verbose: bool = True,
-          cancel: Callable[[], bool] | None = None, **kw_overrides) -> TrainResult:
+def train(
+    config: str | os.PathLike,
+    *overrides: str,
+    python: str | None = None,
+    verbose: bool = True,
+    cancel: Callable[[], bool] | None = None,
+    **kw_overrides,
+) -> TrainResult:
     """Run ``python -m backend train`` through the protocol; return the run's model folder and checkpoint.
 
     ``config``: a YAML path or a shipped config's name (``tiny_cpu``, ``emoca_v1``, ``emoca_v2``,
@@ -155,10 +196,16 @@ def train(config: str | os.PathLike, *overrides: str, python: str | None = None,
         if verbose:
             _print_event(ev)
 
-    result = run_request(_python(python), "train", on_event=on_event, should_cancel=cancel, config=config,
-                         overrides=items)
+    result = run_request(
+        _python(python), "train", on_event=on_event, should_cancel=cancel, config=config, overrides=items
+    )
     folder, ckpt = train_result_paths(result)
     if folder is None:
         raise EmocaError("internal", "training finished without reporting a model folder or checkpoint")
-    return TrainResult(model_folder=Path(folder), checkpoint=Path(ckpt) if ckpt else None, events=events,
-                       capture_loadable=result.get("capture_loadable"), result=result)
+    return TrainResult(
+        model_folder=Path(folder),
+        checkpoint=Path(ckpt) if ckpt else None,
+        events=events,
+        capture_loadable=result.get("capture_loadable"),
+        result=result,
+    )

@@ -34,57 +34,15 @@ from pathlib import Path
 import bpy
 import numpy as np
 
+from emoca_contract.errors import EmocaError
+from emoca_contract.rotations import axis_angle_to_quat, continuous, quat_to_matrix, slerp
+from emoca_contract.take import Take, read_take
+
 from . import animation
-from .errors import EmocaError
 from .rig import find_rig, rig_mesh
-from .take import Take, read_take
 
 JAW_POSE_KEYS = [f"Pose{9 + i:03d}" for i in range(9)]  # (R_jaw - I), row-major; joints neck, jaw, eye_L, eye_R
 EMOTION_GROUP = "Emotion"
-
-
-# ---------------------------------------------------------------- rotations (numpy, batched)
-def aa_to_quat(aa: np.ndarray) -> np.ndarray:
-    """Axis-angle (N,3) -> unit quaternions (N,4) as (w, x, y, z)."""
-    aa = np.asarray(aa, np.float64)
-    angle = np.linalg.norm(aa, axis=-1, keepdims=True)
-    half = angle / 2
-    with np.errstate(invalid="ignore", divide="ignore"):
-        k = np.where(angle > 1e-12, np.sin(half) / angle, 0.5 - angle**2 / 48)
-    return np.concatenate([np.cos(half), aa * k], axis=-1)
-
-
-def quat_to_mat(q: np.ndarray) -> np.ndarray:
-    """Unit quaternions (N,4) (w, x, y, z) -> rotation matrices (N,3,3)."""
-    w, x, y, z = np.moveaxis(np.asarray(q, np.float64), -1, 0)
-    return np.stack([
-        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
-        np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
-        np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
-    ], -2)
-
-
-def slerp(q0: np.ndarray, q1: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Spherical interpolation of unit quaternions (N,4) with weights w (N,)."""
-    dot = np.sum(q0 * q1, -1)
-    q1 = np.where(dot[:, None] < 0, -q1, q1)
-    dot = np.abs(dot).clip(-1, 1)
-    theta = np.arccos(dot)
-    s = np.sin(theta)
-    small = s < 1e-8
-    a = np.where(small, 1 - w, np.sin((1 - w) * theta) / np.where(small, 1, s))
-    b = np.where(small, w, np.sin(w * theta) / np.where(small, 1, s))
-    q = a[:, None] * q0 + b[:, None] * q1
-    return q / np.linalg.norm(q, axis=-1, keepdims=True)
-
-
-def continuous(q: np.ndarray) -> np.ndarray:
-    """Flip signs so consecutive quaternions lie in the same hemisphere (Blender interpolates components)."""
-    q = q.copy()
-    if len(q) > 1:
-        flips = np.cumsum(np.sum(q[1:] * q[:-1], -1) < 0) % 2
-        q[1:][flips == 1] *= -1
-    return q
 
 
 # ---------------------------------------------------------------- planning (numpy only)
@@ -125,15 +83,23 @@ def mapping_rows(take: Take, mode: str, base: float, scene_fps: float):
     return frames[ok], i0[ok], i1[ok], w[ok], (base, end)
 
 
-def plan_take(take: Take, mode: str = "resample", base: float = 1.0, scene_fps: float = 24.0,
-              joint_expdirs: np.ndarray | None = None) -> TakePlan:
+def plan_take(
+    take: Take,
+    mode: str = "resample",
+    base: float = 1.0,
+    scene_fps: float = 24.0,
+    joint_expdirs: np.ndarray | None = None,
+) -> TakePlan:
     """Sample every channel of ``take`` at the scene frames to key (pure numpy; see module docstring)."""
     fps = None
     if mode == "footage_rate":
         fps = take.fps
         if not fps or fps <= 0:
-            raise EmocaError("config_invalid", f"{take.path}: meta.source.fps is missing; cannot use the "
-                             "footage's frame rate", "Use frame mapping 'resample'.")
+            raise EmocaError(
+                "config_invalid",
+                f"{take.path}: meta.source.fps is missing; cannot use the footage's frame rate",
+                "Use frame mapping 'resample'.",
+            )
     frames, i0, i1, w, span = mapping_rows(take, mode, base, scene_fps)
     if len(frames) == 0:
         raise EmocaError("input_empty", f"{take.path}: no valid frame of the take falls on a scene frame")
@@ -144,18 +110,18 @@ def plan_take(take: Take, mode: str = "resample", base: float = 1.0, scene_fps: 
         return (1 - ww) * a[i0] + ww * a[i1]
 
     def rot(aa: np.ndarray) -> np.ndarray:
-        q = aa_to_quat(aa)
+        q = axis_angle_to_quat(aa)
         return continuous(slerp(q[i0], q[i1], w))
 
     values = {k: lerp(take[k]) for k in ("exp", "valence", "arousal", "expression", "cam", "crop")}
     values["jaw"] = rot(take["jaw_pose"])
     values["head"] = rot(take["global_pose"])
-    r_jaw = quat_to_mat(values["jaw"])
+    r_jaw = quat_to_matrix(values["jaw"])
     values["jaw_correctives"] = (r_jaw - np.eye(3)).reshape(-1, 9)
     if joint_expdirs is not None:
         n = min(joint_expdirs.shape[2], values["exp"].shape[1])
         delta = np.einsum("jck,nk->njc", joint_expdirs[:, :, :n], values["exp"][:, :n])  # (K,5,3)
-        r_head = quat_to_mat(values["head"])
+        r_head = quat_to_matrix(values["head"])
         values["jaw_offset"] = delta[:, 2] - np.einsum("nij,nj->ni", r_jaw, delta[:, 2])
         values["head_offset"] = delta[:, 0] - np.einsum("nij,nj->ni", r_head, delta[:, 0])
         values["delta_root"] = delta[:, 0]
@@ -231,11 +197,23 @@ def _target_actions(ids: dict, name: str, mode: str, push: bool, undo: _Undo) ->
     return out
 
 
-def apply_take(rig, take_path: str | os.PathLike | Take, frame_mapping: str = "resample", start: str = "one",
-               offset: int = 0, head_rotation: bool = True, correctives: bool = True, emotion: bool = True,
-               camera_match: bool = False, joint_offsets: bool = True, action_mode: str = "new",
-               push_down: bool = False, name: str | None = None, scene=None,
-               frame_range: bool = True) -> bpy.types.Action:
+def apply_take(
+    rig,
+    take_path: str | os.PathLike | Take,
+    frame_mapping: str = "resample",
+    start: str = "one",
+    offset: int = 0,
+    head_rotation: bool = True,
+    correctives: bool = True,
+    emotion: bool = True,
+    camera_match: bool = False,
+    joint_offsets: bool = True,
+    action_mode: str = "new",
+    push_down: bool = False,
+    name: str | None = None,
+    scene=None,
+    frame_range: bool = True,
+) -> bpy.types.Action:
     """Apply a take to a rig (armature object or its mesh); return the armature's Action.
 
     ``frame_range``: set the scene's start/end frames to the frames the take covers (what an animator expects
@@ -246,8 +224,11 @@ def apply_take(rig, take_path: str | os.PathLike | Take, frame_mapping: str = "r
     scene = scene or bpy.context.scene
     arm = find_rig(rig)
     if arm is None:
-        raise EmocaError("config_invalid", f"{getattr(rig, 'name', rig)!r} is not an EMOCA FLAME rig",
-                         "Import a rig with Import FLAME rig and select its armature.")
+        raise EmocaError(
+            "config_invalid",
+            f"{getattr(rig, 'name', rig)!r} is not an EMOCA FLAME rig",
+            "Import a rig with Import FLAME rig and select its armature.",
+        )
     mesh = rig_mesh(arm)
     key = mesh.data.shape_keys
     take = take_path if isinstance(take_path, Take) else read_take(take_path)
@@ -258,9 +239,12 @@ def apply_take(rig, take_path: str | os.PathLike | Take, frame_mapping: str = "r
     exp_keys = [f"Exp{i:03d}" for i in range(take.n_exp)]
     missing = [k for k in exp_keys + (JAW_POSE_KEYS if correctives else []) if key is None or k not in key.key_blocks]
     if missing:
-        raise EmocaError("config_invalid", f"{take.path}: the take has {take.n_exp} expression coefficients but "
-                         f"rig {arm.name!r} lacks shape keys {missing[:5]}{'...' if len(missing) > 5 else ''}",
-                         "Import a rig with at least as many expression keys as the take.")
+        raise EmocaError(
+            "config_invalid",
+            f"{take.path}: the take has {take.n_exp} expression coefficients but "
+            f"rig {arm.name!r} lacks shape keys {missing[:5]}{'...' if len(missing) > 5 else ''}",
+            "Import a rig with at least as many expression keys as the take.",
+        )
     bones = ["jaw"] + (["root"] if head_rotation else [])
     if any(b not in arm.pose.bones for b in bones):
         raise EmocaError("config_invalid", f"rig {arm.name!r} lacks bones {bones}")
@@ -279,9 +263,26 @@ def apply_take(rig, take_path: str | os.PathLike | Take, frame_mapping: str = "r
     # ---- nothing above touched the scene; from here on, write (and roll back on an unexpected failure)
     undo = _Undo()
     try:
-        return _write(scene, arm, key, take, plan, classes, action_name, frame_mapping, base, head_rotation,
-                      correctives, emotion, camera_match, joint_expdirs is not None, action_mode, push_down, undo,
-                      frame_range)
+        return _write(
+            scene,
+            arm,
+            key,
+            take,
+            plan,
+            classes,
+            action_name,
+            frame_mapping,
+            base,
+            head_rotation,
+            correctives,
+            emotion,
+            camera_match,
+            joint_expdirs is not None,
+            action_mode,
+            push_down,
+            undo,
+            frame_range,
+        )
     except Exception:
         for id_data, previous in undo.assigned:
             animation.assign_action(id_data, previous)
@@ -296,8 +297,26 @@ def apply_take(rig, take_path: str | os.PathLike | Take, frame_mapping: str = "r
         raise
 
 
-def _write(scene, arm, key, take, plan, classes, action_name, frame_mapping, base, head_rotation, correctives,
-           emotion, camera_match, offsets, action_mode, push, undo, frame_range) -> bpy.types.Action:
+def _write(
+    scene,
+    arm,
+    key,
+    take,
+    plan,
+    classes,
+    action_name,
+    frame_mapping,
+    base,
+    head_rotation,
+    correctives,
+    emotion,
+    camera_match,
+    offsets,
+    action_mode,
+    push,
+    undo,
+    frame_range,
+) -> bpy.types.Action:
     f, v, span = plan.frames, plan.values, plan.span
     if plan.fps:
         undo.fps = (scene, scene.render.fps, scene.render.fps_base)
@@ -350,14 +369,18 @@ def _write(scene, arm, key, take, plan, classes, action_name, frame_mapping, bas
     if camera is not None:
         loc, scale = camera_track(take, plan)
         animation.write_channels(actions["camera"], camera, {"location": (f, loc)}, "Camera", replace_range=span)
-        animation.write_channels(actions["camera_data"], camera.data, {"ortho_scale": (f, scale)}, "Camera",
-                                 replace_range=span)
+        animation.write_channels(
+            actions["camera_data"], camera.data, {"ortho_scale": (f, scale)}, "Camera", replace_range=span
+        )
 
     meta = take.meta
     info = {
-        "emoca_take": str(take.path), "emoca_source": str(meta.get("source", {}).get("path", "")),
-        "emoca_source_fps": float(take.fps or 0.0), "emoca_frame_mapping": frame_mapping,
-        "emoca_start_frame": float(base), "emoca_frame_span": [float(span[0]), float(span[1])],
+        "emoca_take": str(take.path),
+        "emoca_source": str(meta.get("source", {}).get("path", "")),
+        "emoca_source_fps": float(take.fps or 0.0),
+        "emoca_frame_mapping": frame_mapping,
+        "emoca_start_frame": float(base),
+        "emoca_frame_span": [float(span[0]), float(span[1])],
         "emoca_model": str(meta.get("model", {}).get("name", "")),
         "emoca_emotion_model": str(meta.get("emotion", {}).get("model", "")),
         "emoca_meta": json.dumps(meta),

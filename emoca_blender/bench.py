@@ -28,23 +28,30 @@ from .rig import build_rig, rig_mesh
 CLASSES = ["Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral"]
 
 
-def synthetic_rig(n_vertices: int = 5023, n_faces: int = 9976, n_shape: int = 100, n_exp: int = 50,
-                  seed: int = 0) -> dict:
+def synthetic_rig(
+    n_vertices: int = 5023, n_faces: int = 9976, n_shape: int = 100, n_exp: int = 50, seed: int = 0
+) -> dict:
     rng = np.random.default_rng(seed)
     v = rng.normal(0, 0.08, (n_vertices, 3)).astype(np.float32)
-    faces = np.stack([np.arange(n_faces) % n_vertices, (np.arange(n_faces) + 1) % n_vertices,
-                      (np.arange(n_faces) + 2) % n_vertices], 1).astype(np.int32)
+    faces = np.stack(
+        [np.arange(n_faces) % n_vertices, (np.arange(n_faces) + 1) % n_vertices, (np.arange(n_faces) + 2) % n_vertices],
+        1,
+    ).astype(np.int32)
     reg = rng.uniform(0, 1, (5, n_vertices)).astype(np.float32)
     reg /= reg.sum(1, keepdims=True)
     w = rng.uniform(0, 1, (n_vertices, 5)).astype(np.float32) ** 4
     w /= w.sum(1, keepdims=True)
     return {
-        "v_template": v, "faces": faces,
+        "v_template": v,
+        "faces": faces,
         "shapedirs": rng.normal(0, 1e-3, (n_vertices, 3, n_shape)).astype(np.float32),
         "expdirs": rng.normal(0, 1e-3, (n_vertices, 3, n_exp)).astype(np.float32),
         "posedirs": rng.normal(0, 1e-3, (n_vertices, 3, 36)).astype(np.float32),
-        "J_regressor": reg, "joints": (reg @ v).astype(np.float32), "parents": np.array([-1, 0, 1, 1, 1], np.int32),
-        "weights": w, "meta": {"format": "emoca-rig", "version": 1, "model": "benchmark head (not FLAME)"},
+        "J_regressor": reg,
+        "joints": (reg @ v).astype(np.float32),
+        "parents": np.array([-1, 0, 1, 1, 1], np.int32),
+        "weights": w,
+        "meta": {"format": "emoca-rig", "version": 1, "model": "benchmark head (not FLAME)"},
     }
 
 
@@ -57,13 +64,27 @@ def write_take(path: Path, n: int, n_exp: int = 50, fps: float = 30.0, seed: int
         return (amp * np.sin(2 * np.pi * f * t[:, None] + rng.uniform(0, 6, (1, d)))).astype(np.float32)
 
     probs = np.exp(curves(len(CLASSES), 2.0))
-    meta = {"format": "emoca-take", "version": 1, "source": {"path": "bench.mp4", "fps": fps, "width": 640,
-            "height": 360, "frame_count": n}, "emotion": {"classes": CLASSES}}
-    np.savez(path, frame=np.arange(n, dtype=np.int64), time=t, valid=np.ones(n, bool), exp=curves(n_exp, 1.0),
-             global_pose=curves(3, 0.2), jaw_pose=np.abs(curves(3, 0.1)), cam=np.tile([8.0, 0, 0], (n, 1)).astype(
-                 np.float32), crop=np.tile(np.eye(3, dtype=np.float32), (n, 1, 1)), valence=curves(1, 0.6)[:, 0],
-             arousal=curves(1, 0.4)[:, 0], expression=(probs / probs.sum(1, keepdims=True)).astype(np.float32),
-             meta=np.array(json.dumps(meta)))
+    meta = {
+        "format": "emoca-take",
+        "version": 1,
+        "source": {"path": "bench.mp4", "fps": fps, "width": 640, "height": 360, "frame_count": n},
+        "emotion": {"classes": CLASSES},
+    }
+    np.savez(
+        path,
+        frame=np.arange(n, dtype=np.int64),
+        time=t,
+        valid=np.ones(n, bool),
+        exp=curves(n_exp, 1.0),
+        global_pose=curves(3, 0.2),
+        jaw_pose=np.abs(curves(3, 0.1)),
+        cam=np.tile([8.0, 0, 0], (n, 1)).astype(np.float32),
+        crop=np.tile(np.eye(3, dtype=np.float32), (n, 1, 1)),
+        valence=curves(1, 0.6)[:, 0],
+        arousal=curves(1, 0.4)[:, 0],
+        expression=(probs / probs.sum(1, keepdims=True)).astype(np.float32),
+        meta=np.array(json.dumps(meta)),
+    )
     return path
 
 
@@ -73,10 +94,10 @@ def insert_keys(arm, take_path: Path, n_frames: int) -> int:
     with np.load(take_path, allow_pickle=False) as npz:
         exp, jaw, head = npz["exp"], npz["jaw_pose"], npz["global_pose"]
         val, aro, expr = npz["valence"], npz["arousal"], npz["expression"]
-    from .apply import aa_to_quat, quat_to_mat
+    from emoca_contract.rotations import axis_angle_to_quat, quat_to_matrix
 
-    qj, qh = aa_to_quat(jaw[:n_frames]), aa_to_quat(head[:n_frames])
-    corr = (quat_to_mat(qj) - np.eye(3)).reshape(-1, 9)
+    qj, qh = axis_angle_to_quat(jaw[:n_frames]), axis_angle_to_quat(head[:n_frames])
+    corr = (quat_to_matrix(qj) - np.eye(3)).reshape(-1, 9)
     for name in ["emoca_valence", "emoca_arousal"] + [prop_name(c) for c in CLASSES]:
         arm[name] = 0.0
     jb, rb = arm.pose.bones["jaw"], arm.pose.bones["root"]
@@ -131,11 +152,16 @@ def main(argv: list[str] | None = None) -> int:
         n_inserted = insert_keys(arm, take, m)
         slow_sub = time.perf_counter() - t0
     slow = slow_sub * args.frames / m
-    print(f"# {args.frames} frames, {n_curves} F-curves, {n_keys} keys written by apply_take in {fast:.3f} s "
-          f"(Blender {bpy.app.version_string})", file=sys.stderr)
-    print(f"# keyframe_insert: {n_inserted} keys for the first {m} frames took {slow_sub:.3f} s; extrapolated "
-          f"linearly to {args.frames} frames: {slow:.1f} s (an underestimate: insertion slows as curves grow)",
-          file=sys.stderr)
+    print(
+        f"# {args.frames} frames, {n_curves} F-curves, {n_keys} keys written by apply_take in {fast:.3f} s "
+        f"(Blender {bpy.app.version_string})",
+        file=sys.stderr,
+    )
+    print(
+        f"# keyframe_insert: {n_inserted} keys for the first {m} frames took {slow_sub:.3f} s; extrapolated "
+        f"linearly to {args.frames} frames: {slow:.1f} s (an underestimate: insertion slows as curves grow)",
+        file=sys.stderr,
+    )
     print(f"blender_apply_seconds: {fast:.4f}")
     print(f"blender_apply_speedup: {slow / fast:.1f}")
     return 0

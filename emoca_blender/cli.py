@@ -16,7 +16,7 @@ from pathlib import Path
 
 import bpy
 
-from .errors import EmocaError
+from emoca_contract.errors import EmocaError
 
 _HANDLE = None
 
@@ -94,9 +94,17 @@ def _save(path: str) -> None:
 
 
 def _apply_kwargs(a) -> dict:
-    return {"frame_mapping": a.frame_mapping, "start": a.start, "offset": a.offset, "head_rotation": a.head_rotation,
-            "correctives": a.correctives, "emotion": a.emotion, "camera_match": a.camera_match,
-            "action_mode": a.action_mode, "push_down": a.push_down}
+    return {
+        "frame_mapping": a.frame_mapping,
+        "start": a.start,
+        "offset": a.offset,
+        "head_rotation": a.head_rotation,
+        "correctives": a.correctives,
+        "emotion": a.emotion,
+        "camera_match": a.camera_match,
+        "action_mode": a.action_mode,
+        "push_down": a.push_down,
+    }
 
 
 def main(argv: list[str]) -> int:
@@ -121,10 +129,13 @@ def main(argv: list[str]) -> int:
             rig = args.rig or (_find_rig(args.rig_object) if args.blend else None)
             takes = args.takes or str(Path(args.output).resolve().parent / (Path(args.output).stem + "_takes"))
             opts = {k: getattr(args, k) for k in ("model", "device", "face", "smooth", "frames")}
-            result = api.capture(args.footage, rig=rig, output=takes, python=args.python, flame=args.flame,
-                                 **opts, **_apply_kwargs(args))
-            print(f"[emoca] captured {len(result.takes)} take(s); applied {result.takes[0]} as "
-                  f"{result.action.name}", flush=True)
+            result = api.capture(
+                args.footage, rig=rig, output=takes, python=args.python, flame=args.flame, **opts, **_apply_kwargs(args)
+            )
+            print(
+                f"[emoca] captured {len(result.takes)} take(s); applied {result.takes[0]} as {result.action.name}",
+                flush=True,
+            )
         _save(args.output)
     except EmocaError as exc:
         print(f"error [{exc.code}]: {exc.message}\nhint: {exc.hint}", file=sys.stderr, flush=True)

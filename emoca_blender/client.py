@@ -1,15 +1,14 @@
 """Start the backend (`python -m backend serve`) and talk to it over the stdio protocol (docs/formats.md).
 
-Stdlib only. The protocol module is the backend's own ``backend/protocol.py`` (stdlib only), loaded by file
-path from the bundled backend folder, so both sides share one schema without the add-on importing the backend
-package. A reader thread turns stdout lines into events on a queue (the UI thread never blocks on the pipe);
-a second thread collects stderr into a log. Never touch bpy from these threads.
+Stdlib only. The protocol is the shared contract's (``emoca_contract.protocol``, loaded by path with the rest of
+the contract, see contract.py), so both sides speak one schema without the add-on importing the backend. A
+reader thread turns stdout lines into events on a queue (the UI thread never blocks on the pipe); a second
+thread collects stderr into a log. Never touch bpy from these threads.
 """
 
 from __future__ import annotations
 
 import collections
-import importlib.util
 import itertools
 import os
 import queue
@@ -19,11 +18,10 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 
-from .errors import EmocaError
+from emoca_contract import protocol
+from emoca_contract.errors import EmocaError
 
-_PROTOCOL: ModuleType | None = None
 _IDS = itertools.count(1)
 
 
@@ -31,27 +29,18 @@ def backend_root() -> Path:
     """The backend package folder: ``<addon>/backend`` in the extension zip, ``../backend`` in the dev repo."""
     here = Path(__file__).resolve().parent
     for candidate in (here / "backend", here.parent / "backend"):
-        if (candidate / "protocol.py").is_file() and (candidate / "__main__.py").is_file():
+        if (candidate / "__init__.py").is_file() and (candidate / "__main__.py").is_file():
             return candidate
-    raise EmocaError("asset_missing", f"the backend folder was not found next to {here}",
-                     "Reinstall the extension (its zip bundles backend/).")
+    raise EmocaError(
+        "asset_missing",
+        f"the backend folder was not found next to {here}",
+        "Reinstall the extension (its zip bundles backend/).",
+    )
 
 
 def requirements_dir() -> Path:
     """The pinned requirements (``requirements/`` beside the backend folder)."""
     return backend_root().parent / "requirements"
-
-
-def protocol() -> ModuleType:
-    """The backend's protocol module, loaded by path (stdlib only)."""
-    global _PROTOCOL
-    if _PROTOCOL is None:
-        path = backend_root() / "protocol.py"
-        spec = importlib.util.spec_from_file_location("emoca_blender_backend_protocol", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        _PROTOCOL = module
-    return _PROTOCOL
 
 
 def new_id(prefix: str = "req") -> str:
@@ -77,9 +66,12 @@ class BackendProcess:
     def __init__(self, python: str | os.PathLike, extra_args: list[str] | None = None):
         self.python = str(python)
         if not Path(self.python).exists():
-            raise EmocaError("asset_missing", f"backend Python not found: {self.python}",
-                             "Set the backend interpreter in the add-on preferences or create the environment.")
-        self.proto = protocol()
+            raise EmocaError(
+                "asset_missing",
+                f"backend Python not found: {self.python}",
+                "Set the backend interpreter in the add-on preferences or create the environment.",
+            )
+        self.proto = protocol
         self.events: queue.Queue = queue.Queue()
         self.stderr_lines: collections.deque[str] = collections.deque(maxlen=2000)
         kwargs: dict = {}
@@ -89,8 +81,16 @@ class BackendProcess:
             kwargs["start_new_session"] = True  # Ctrl-C in Blender's terminal does not hit the backend
         self.proc = subprocess.Popen(
             [self.python, "-m", "backend", "serve", *(extra_args or [])],
-            cwd=str(backend_root().parent), env=backend_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, encoding="utf-8", errors="replace", bufsize=1, **kwargs,
+            cwd=str(backend_root().parent),
+            env=backend_env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            bufsize=1,
+            **kwargs,
         )
         self._lock = threading.Lock()
         threading.Thread(target=self._read_stdout, daemon=True, name="emoca-backend-stdout").start()
@@ -183,9 +183,14 @@ def error_from_event(event: dict, log: str = "") -> EmocaError:
     return EmocaError(event.get("code") or "internal", msg + (f"\n{log}" if log else ""), event.get("hint"))
 
 
-def run_request(python: str | os.PathLike, type_: str, on_event: Callable[[dict], None] | None = None,
-                timeout: float | None = None, should_cancel: Callable[[], bool] | None = None,
-                **fields) -> dict:
+def run_request(
+    python: str | os.PathLike,
+    type_: str,
+    on_event: Callable[[dict], None] | None = None,
+    timeout: float | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+    **fields,
+) -> dict:
     """Blocking: start the backend, send one request, wait for its ``result`` event and return it.
 
     For background mode (``bpy.app.background``: no modal operators there) and scripts. ``on_event`` sees every
@@ -212,10 +217,13 @@ def run_request(python: str | os.PathLike, type_: str, on_event: Callable[[dict]
                 if etype == "exit":
                     if cancelled:
                         raise EmocaError("cancelled", f"{type_} was cancelled")
-                    raise EmocaError("internal", f"the backend exited (status {event.get('returncode')}) "
-                                     f"before answering\n{proc.log(30)}")
-            if not cancelled and ((should_cancel and should_cancel()) or
-                                  (timeout is not None and time.monotonic() - start > timeout)):
+                    raise EmocaError(
+                        "internal",
+                        f"the backend exited (status {event.get('returncode')}) before answering\n{proc.log(30)}",
+                    )
+            if not cancelled and (
+                (should_cancel and should_cancel()) or (timeout is not None and time.monotonic() - start > timeout)
+            ):
                 proc.cancel(req_id)
                 cancelled = True
                 cancel_time = time.monotonic()
@@ -269,8 +277,9 @@ class _BackendJob:
             self.error = error_from_event(ev, self.proc.log(20))
             self.state = "cancelled" if self.error.code == "cancelled" else "failed"
         elif etype == "exit":
-            self.error = EmocaError("internal", f"the backend exited (status {ev.get('returncode')}) before "
-                                    f"finishing\n{self.proc.log(30)}")
+            self.error = EmocaError(
+                "internal", f"the backend exited (status {ev.get('returncode')}) before finishing\n{self.proc.log(30)}"
+            )
             self.state = "failed"
         else:
             return False
@@ -289,8 +298,9 @@ class CaptureJob(_BackendJob):
     ``export_rig`` request on the same backend. Progress fields: ``progress`` (0..1), ``stage``, ``fps``, ``eta``.
     """
 
-    def __init__(self, proc: BackendProcess, capture_fields: dict, rig_output: str | None = None,
-                 flame: str | None = None):
+    def __init__(
+        self, proc: BackendProcess, capture_fields: dict, rig_output: str | None = None, flame: str | None = None
+    ):
         super().__init__(proc)
         self.fields = capture_fields
         self.rig_output = rig_output
@@ -344,8 +354,9 @@ def run_folder_of(checkpoint: str | os.PathLike) -> Path:
 
 def train_result_paths(result: dict) -> tuple[str | None, str | None]:
     """(model_folder, checkpoint) of a ``train`` result event: the folder capture loads, and the best checkpoint."""
-    ckpt = result.get("checkpoint") or next((str(f) for f in result.get("files") or [] if str(f).endswith(".ckpt")),
-                                            None)
+    ckpt = result.get("checkpoint") or next(
+        (str(f) for f in result.get("files") or [] if str(f).endswith(".ckpt")), None
+    )
     folder = result.get("model_folder") or (str(run_folder_of(ckpt)) if ckpt else None)
     return (str(folder) if folder else None), (str(ckpt) if ckpt else None)
 
@@ -397,8 +408,11 @@ class TrainJob(_BackendJob):
             self.global_step = int(ev.get("global_step") or self.global_step)
             self.progress, self.stage = 1.0, "done"
             if self.model_folder is None:
-                self.error = EmocaError("internal", "training finished without reporting a model folder or "
-                                        "checkpoint", "See the backend log in the console.")
+                self.error = EmocaError(
+                    "internal",
+                    "training finished without reporting a model folder or checkpoint",
+                    "See the backend log in the console.",
+                )
                 self.state = "failed"
             else:
                 self.state = "done"

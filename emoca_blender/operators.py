@@ -17,13 +17,14 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 from bpy_extras.io_utils import ImportHelper
 
+from emoca_contract.errors import EmocaError
+from emoca_contract.take import read_take
+
 from . import properties
 from .apply import apply_take
 from .client import BackendProcess, CaptureJob, TrainJob, run_request
-from .errors import EmocaError
 from .preferences import backend_python, capture_options, get_prefs
 from .rig import build_rig, find_rig, remove_rig
-from .take import read_take
 
 
 def target_rig(context, name: str = ""):
@@ -51,8 +52,20 @@ def footage_path(context) -> str:
 
 
 def apply_kwargs(settings) -> dict:
-    return {k: getattr(settings, k) for k in ("frame_mapping", "start", "offset", "head_rotation", "correctives",
-                                              "emotion", "camera_match", "action_mode", "push_down")}
+    return {
+        k: getattr(settings, k)
+        for k in (
+            "frame_mapping",
+            "start",
+            "offset",
+            "head_rotation",
+            "correctives",
+            "emotion",
+            "camera_match",
+            "action_mode",
+            "push_down",
+        )
+    }
 
 
 def rig_from_backend(python: str, output: str, flame: str | None = None) -> str:
@@ -74,8 +87,11 @@ class EMOCA_OT_import_rig(bpy.types.Operator, ImportHelper):
 
     filename_ext = ".npz"
     filter_glob: StringProperty(default="*.npz", options={"HIDDEN"})
-    use_backend: BoolProperty(name="Export With Backend", default=False,
-                              description="Ask the backend to export the rig from the FLAME file in the preferences")
+    use_backend: BoolProperty(
+        name="Export With Backend",
+        default=False,
+        description="Ask the backend to export the rig from the FLAME file in the preferences",
+    )
     name: StringProperty(name="Name", default="FLAME")
 
     def invoke(self, context, event):
@@ -89,8 +105,9 @@ class EMOCA_OT_import_rig(bpy.types.Operator, ImportHelper):
             if self.use_backend:
                 prefs = get_prefs(context)
                 flame = bpy.path.abspath(prefs.flame_path) if prefs is not None and prefs.flame_path else None
-                path = rig_from_backend(backend_python(context), str(Path(tempfile.mkdtemp(prefix="emoca_rig_"))
-                                                                     / "rig.npz"), flame)
+                path = rig_from_backend(
+                    backend_python(context), str(Path(tempfile.mkdtemp(prefix="emoca_rig_")) / "rig.npz"), flame
+                )
             arm = build_rig(path, name=self.name, context=context)
         except EmocaError as exc:
             self.report({"ERROR"}, str(exc))
@@ -116,8 +133,20 @@ class _ApplyOptions:
     def apply_options(self, context) -> dict:
         if self.use_scene_settings:
             return apply_kwargs(context.scene.emoca)
-        return {k: getattr(self, k) for k in ("frame_mapping", "start", "offset", "head_rotation", "correctives",
-                                              "emotion", "camera_match", "action_mode", "push_down")}
+        return {
+            k: getattr(self, k)
+            for k in (
+                "frame_mapping",
+                "start",
+                "offset",
+                "head_rotation",
+                "correctives",
+                "emotion",
+                "camera_match",
+                "action_mode",
+                "push_down",
+            )
+        }
 
 
 class EMOCA_OT_apply_take(bpy.types.Operator, ImportHelper, _ApplyOptions):
@@ -136,8 +165,9 @@ class EMOCA_OT_apply_take(bpy.types.Operator, ImportHelper, _ApplyOptions):
             self.report({"ERROR"}, "No FLAME rig: import one first or pick it as the target rig")
             return {"CANCELLED"}
         try:
-            action = apply_take(rig, bpy.path.abspath(self.filepath), scene=context.scene,
-                                **self.apply_options(context))
+            action = apply_take(
+                rig, bpy.path.abspath(self.filepath), scene=context.scene, **self.apply_options(context)
+            )
         except EmocaError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
@@ -153,8 +183,12 @@ class EMOCA_OT_capture(bpy.types.Operator, _ApplyOptions):
     bl_options = {"REGISTER", "UNDO"}
 
     input: StringProperty(name="Footage", default="", description="Empty: the footage chosen in the panel")
-    output_dir: StringProperty(name="Take Folder", default="", subtype="DIR_PATH",
-                               description="Where takes are written (empty: a temporary folder)")
+    output_dir: StringProperty(
+        name="Take Folder",
+        default="",
+        subtype="DIR_PATH",
+        description="Where takes are written (empty: a temporary folder)",
+    )
 
     _timer = None
     _proc: BackendProcess | None = None
@@ -178,8 +212,11 @@ class EMOCA_OT_capture(bpy.types.Operator, _ApplyOptions):
 
     def _finish_apply(self, context, take_files: list[str], rig_file: str | None):
         if not take_files:
-            raise EmocaError("no_face", f"the capture of {self.footage} wrote no take",
-                             "Check the footage, the frame range and the face option.")
+            raise EmocaError(
+                "no_face",
+                f"the capture of {self.footage} wrote no take",
+                "Check the footage, the frame range and the face option.",
+            )
         take = read_take(take_files[0])  # validate before anything is added to the scene
         if self.rig_name_resolved:
             rig = bpy.data.objects[self.rig_name_resolved]  # look up by name: no RNA pointers across modal steps
@@ -228,9 +265,12 @@ class EMOCA_OT_capture(bpy.types.Operator, _ApplyOptions):
             self._proc = BackendProcess(backend_python(context))
             prefs = get_prefs(context)
             flame = bpy.path.abspath(prefs.flame_path) if prefs is not None and prefs.flame_path else None
-            self.job = CaptureJob(self._proc, self.capture_fields,
-                                  rig_output=None if self.rig_name_resolved else str(self.rig_dir / "rig.npz"),
-                                  flame=flame)
+            self.job = CaptureJob(
+                self._proc,
+                self.capture_fields,
+                rig_output=None if self.rig_name_resolved else str(self.rig_dir / "rig.npz"),
+                flame=flame,
+            )
             self.job.start()
         except EmocaError as exc:
             if self._proc is not None:
@@ -302,10 +342,13 @@ def _print_progress(event: dict) -> None:
     if event.get("type") == "progress":
         eta = event.get("eta")
         loss = event.get("loss")
-        print(f"[emoca] {event.get('stage')}: {event.get('done')}/{event.get('total')}"
-              + (f" epoch {event['epoch']}" if "epoch" in event else "")
-              + (f" loss {loss:.4f}" if isinstance(loss, (int, float)) else "")
-              + (f" eta {eta:.0f}s" if isinstance(eta, (int, float)) else ""), flush=True)
+        print(
+            f"[emoca] {event.get('stage')}: {event.get('done')}/{event.get('total')}"
+            + (f" epoch {event['epoch']}" if "epoch" in event else "")
+            + (f" loss {loss:.4f}" if isinstance(loss, (int, float)) else "")
+            + (f" eta {eta:.0f}s" if isinstance(eta, (int, float)) else ""),
+            flush=True,
+        )
     elif event.get("type") in ("warning", "log"):
         print(f"[emoca] {event.get('message')}", flush=True)
 
@@ -324,12 +367,16 @@ def train_request(settings, blend_path: str = "") -> tuple[str, list[str]]:
     """
     if settings.config == "CUSTOM":
         if not settings.config_path:
-            raise EmocaError("input_missing", "no training config file chosen",
-                             "Pick a config YAML or one of the shipped configs.")
+            raise EmocaError(
+                "input_missing", "no training config file chosen", "Pick a config YAML or one of the shipped configs."
+            )
         config = bpy.path.abspath(settings.config_path)
         if not os.path.isfile(config):
-            raise EmocaError("input_missing", f"training config not found: {config}",
-                             "Expected a YAML file (see backend/training/configs/ for examples).")
+            raise EmocaError(
+                "input_missing",
+                f"training config not found: {config}",
+                "Expected a YAML file (see backend/training/configs/ for examples).",
+            )
     else:
         config = next((str(p) for p in properties.shipped_configs() if p.stem == settings.config), settings.config)
     name = Path(config).stem
@@ -338,8 +385,9 @@ def train_request(settings, blend_path: str = "") -> tuple[str, list[str]]:
     if settings.data_dir:
         data = bpy.path.abspath(settings.data_dir)
         if not os.path.isdir(data):
-            raise EmocaError("input_missing", f"training data folder not found: {data}",
-                             "Expected a folder of images and/or videos.")
+            raise EmocaError(
+                "input_missing", f"training data folder not found: {data}", "Expected a folder of images and/or videos."
+            )
         overrides.append(f"data.train={data}")
     if settings.max_epochs > 0:
         overrides.append(f"learning.max_epochs={settings.max_epochs}")
@@ -351,8 +399,11 @@ def train_request(settings, blend_path: str = "") -> tuple[str, list[str]]:
         raise EmocaError("config_invalid", f"overrides {settings.overrides!r}: {exc}") from None
     bad = [o for o in extra if "=" not in o]
     if bad:
-        raise EmocaError("config_invalid", f"override {bad[0]!r} is not key=value",
-                         "Write overrides as key=value separated by spaces, e.g. learning.lr=1e-4.")
+        raise EmocaError(
+            "config_invalid",
+            f"override {bad[0]!r} is not key=value",
+            "Write overrides as key=value separated by spaces, e.g. learning.lr=1e-4.",
+        )
     return config, overrides + extra
 
 
@@ -511,8 +562,12 @@ class EMOCA_OT_use_trained_model(bpy.types.Operator):
     bl_idname = "emoca.use_trained_model"
     bl_label = "Use as Capture Model"
 
-    folder: StringProperty(name="Model Folder", subtype="DIR_PATH", default="",
-                           description="Empty: the folder of the last finished training")
+    folder: StringProperty(
+        name="Model Folder",
+        subtype="DIR_PATH",
+        default="",
+        description="Empty: the folder of the last finished training",
+    )
 
     def execute(self, context):
         props = context.window_manager.emoca_train_job
@@ -526,8 +581,11 @@ class EMOCA_OT_use_trained_model(bpy.types.Operator):
             return {"CANCELLED"}
         prefs.emoca_model = folder
         if not self.folder and not props.capture_loadable:
-            self.report({"WARNING"}, f"{Path(folder).name} was trained with a test config that capture cannot "
-                                     "load (tiny_cpu); captures will fail until another model is set")
+            self.report(
+                {"WARNING"},
+                f"{Path(folder).name} was trained with a test config that capture cannot "
+                "load (tiny_cpu); captures will fail until another model is set",
+            )
         else:
             self.report({"INFO"}, f"Captures now use {folder}")
         return {"FINISHED"}
@@ -539,5 +597,11 @@ def _print_train(props) -> None:
     print(f"[emoca] train: epoch {props.epoch} step {props.step}{total}{loss}", flush=True)
 
 
-CLASSES = (EMOCA_OT_import_rig, EMOCA_OT_apply_take, EMOCA_OT_capture, EMOCA_OT_train, EMOCA_OT_train_stop,
-           EMOCA_OT_use_trained_model)
+CLASSES = (
+    EMOCA_OT_import_rig,
+    EMOCA_OT_apply_take,
+    EMOCA_OT_capture,
+    EMOCA_OT_train,
+    EMOCA_OT_train_stop,
+    EMOCA_OT_use_trained_model,
+)

@@ -18,8 +18,9 @@ from pathlib import Path
 import bpy
 from bpy.props import EnumProperty, FloatProperty, IntProperty, StringProperty
 
+from emoca_contract.errors import EmocaError
+
 from .client import backend_env, backend_root, requirements_dir
-from .errors import EmocaError
 
 PACKAGE = __package__
 DEVICES = [("auto", "Auto", "CUDA when available, else CPU"), ("cuda", "CUDA", "NVIDIA GPU"), ("cpu", "CPU", "")]
@@ -93,8 +94,14 @@ def capture_options(settings=None, context=None, **overrides) -> dict:
 def check_assets(python: str) -> str:
     """Run ``python -m backend assets status --json``; return a readable found/missing report."""
     try:
-        out = subprocess.run([python, "-m", "backend", "assets", "status", "--json"], cwd=str(backend_root().parent),
-                             env=backend_env(), capture_output=True, text=True, timeout=120)
+        out = subprocess.run(
+            [python, "-m", "backend", "assets", "status", "--json"],
+            cwd=str(backend_root().parent),
+            env=backend_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise EmocaError("asset_missing", f"could not run the backend with {python}: {exc}") from exc
     if out.returncode != 0:
@@ -117,8 +124,11 @@ def format_status(status) -> str:
         word = "found" if found else ("invalid" if item.get("present") else "MISSING")
         if not found and item.get("optional"):
             word += " (optional)"
-        detail = item.get("path", "") if found else "; ".join(
-            str(x) for x in (item.get("message"), item.get("description"), item.get("path")) if x)
+        detail = (
+            item.get("path", "")
+            if found
+            else "; ".join(str(x) for x in (item.get("message"), item.get("description"), item.get("path")) if x)
+        )
         lines.append(f"{name}: {word}" + (f" - {detail}" if detail else ""))
     return "\n".join(lines)
 
@@ -235,13 +245,20 @@ class EMOCA_OT_check_assets(bpy.types.Operator):
 class EmocaPreferences(bpy.types.AddonPreferences):
     bl_idname = PACKAGE
 
-    backend_python: StringProperty(name="Backend Python", subtype="FILE_PATH",
-                                   description="Interpreter of the backend environment (torch etc.)")
+    backend_python: StringProperty(
+        name="Backend Python", subtype="FILE_PATH", description="Interpreter of the backend environment (torch etc.)"
+    )
     flame_path: StringProperty(name="FLAME Model", subtype="FILE_PATH", description="generic_model.pkl (FLAME 2020)")
-    emoca_model: StringProperty(name="EMOCA Model Folder", subtype="DIR_PATH",
-                                description="A folder with cfg.yaml and checkpoints/ (empty: the backend's default)")
-    emotion_path: StringProperty(name="Emotion Network", subtype="FILE_PATH",
-                                 description="Empty: the bundled 7-class network (valence/arousal estimated)")
+    emoca_model: StringProperty(
+        name="EMOCA Model Folder",
+        subtype="DIR_PATH",
+        description="A folder with cfg.yaml and checkpoints/ (empty: the backend's default)",
+    )
+    emotion_path: StringProperty(
+        name="Emotion Network",
+        subtype="FILE_PATH",
+        description="Empty: the bundled 7-class network (valence/arousal estimated)",
+    )
     device: EnumProperty(name="Device", items=DEVICES, default="auto")
     batch_size: IntProperty(name="Batch Size", default=32, min=1, max=1024)
     smooth: FloatProperty(name="Default Smoothing", default=0.5, min=0.0, max=1.0)

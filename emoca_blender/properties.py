@@ -56,8 +56,9 @@ CONFIG_HINTS = {
 
 def shipped_configs() -> list[Path]:
     """The backend's shipped training configs (``<backend>/training/configs/*.yaml``), preferred ones first."""
+    from emoca_contract.errors import EmocaError
+
     from .client import backend_root
-    from .errors import EmocaError
 
     try:
         found = sorted((backend_root() / "training" / "configs").glob("*.yaml"))
@@ -97,11 +98,13 @@ class EmocaSettings(bpy.types.PropertyGroup):
     head_rotation: BoolProperty(name="Head Rotation", default=True)
     correctives: BoolProperty(name="Pose Correctives", default=True)
     emotion: BoolProperty(name="Emotion Curves", default=True)
-    camera_match: BoolProperty(name="Camera Match", default=False,
-                               description="An orthographic camera with the footage as background")
+    camera_match: BoolProperty(
+        name="Camera Match", default=False, description="An orthographic camera with the footage as background"
+    )
     action_mode: EnumProperty(name="Write To", items=ACTION_MODE, default="new")
-    push_down: BoolProperty(name="Push Down Previous", default=False,
-                            description="Move the rig's previous Action onto an NLA track")
+    push_down: BoolProperty(
+        name="Push Down Previous", default=False, description="Move the rig's previous Action onto an NLA track"
+    )
 
 
 class EmocaJob(bpy.types.PropertyGroup):
@@ -116,19 +119,31 @@ class EmocaJob(bpy.types.PropertyGroup):
 
 
 class EmocaTrainSettings(bpy.types.PropertyGroup):
-    config: EnumProperty(name="Config", items=CONFIG_ITEMS, default=CONFIG_ITEMS[0][0],
-                         description="A shipped training config, or a YAML file of your own")
+    config: EnumProperty(
+        name="Config",
+        items=CONFIG_ITEMS,
+        default=CONFIG_ITEMS[0][0],
+        description="A shipped training config, or a YAML file of your own",
+    )
     config_path: StringProperty(name="Config File", subtype="FILE_PATH", description="Training config YAML")
-    data_dir: StringProperty(name="Data Folder", subtype="DIR_PATH",
-                             description="Images and/or videos to train on (data.train; empty: the config's)")
-    output_dir: StringProperty(name="Output Folder", subtype="DIR_PATH",
-                               description="The run folder (an EMOCA model folder); empty: emoca_runs/<config> "
-                                           "beside the .blend, else in your home folder")
+    data_dir: StringProperty(
+        name="Data Folder",
+        subtype="DIR_PATH",
+        description="Images and/or videos to train on (data.train; empty: the config's)",
+    )
+    output_dir: StringProperty(
+        name="Output Folder",
+        subtype="DIR_PATH",
+        description="The run folder (an EMOCA model folder); empty: emoca_runs/<config> "
+        "beside the .blend, else in your home folder",
+    )
     max_epochs: IntProperty(name="Max Epochs", default=0, min=0, description="0: the config's")
     max_steps: IntProperty(name="Max Steps", default=0, min=0, description="0: the config's")
-    overrides: StringProperty(name="Overrides", default="",
-                              description="More key=value overrides, space separated (e.g. trainer.devices=2 "
-                                          "learning.lr=1e-4)")
+    overrides: StringProperty(
+        name="Overrides",
+        default="",
+        description="More key=value overrides, space separated (e.g. trainer.devices=2 learning.lr=1e-4)",
+    )
 
 
 class EmocaTrainJob(bpy.types.PropertyGroup):

@@ -19,69 +19,15 @@ from __future__ import annotations
 import json
 import math
 import os
-import zipfile
-from pathlib import Path
-from typing import Any
 
 import bpy
 import numpy as np
 
-from .errors import EmocaError
+from emoca_contract.errors import EmocaError
+from emoca_contract.rig import JOINT_NAMES, read_rig, validate_rig
 
-RIG_FORMAT = "emoca-rig"
-RIG_VERSION = 1
-JOINT_NAMES = ("root", "neck", "jaw", "eye_L", "eye_R")
-REQUIRED = ("v_template", "faces", "shapedirs", "expdirs", "posedirs", "J_regressor", "joints", "parents",
-            "weights", "meta")
 EXP_SLIDER = 10.0  # Blender's widest slider range; real coefficients stay well inside it
 POSE_SLIDER = 2.0  # entries of (R - I) lie in [-2, 2]
-
-
-def read_rig(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a rig file (no pickles) into a dict of arrays plus the parsed ``meta``; validate it."""
-    path = Path(path)
-    if not path.is_file():
-        raise EmocaError("input_missing", f"rig file not found: {path}",
-                         "Export one with `python -m backend export-rig --output rig.npz`.")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            rig = {k: np.asarray(npz[k]) for k in npz.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-        raise EmocaError("asset_invalid", f"{path}: not a readable rig .npz ({exc})") from exc
-    rig["source_path"] = str(path)
-    return validate_rig(rig, str(path))
-
-
-def validate_rig(rig: dict[str, Any], where: str = "rig") -> dict[str, Any]:
-    missing = [k for k in REQUIRED if k not in rig]
-    if missing:
-        raise EmocaError("asset_invalid", f"{where}: missing rig keys {missing}")
-    meta = rig["meta"]
-    if not isinstance(meta, dict):
-        try:
-            meta = json.loads(str(meta))
-        except json.JSONDecodeError as exc:
-            raise EmocaError("asset_invalid", f"{where}: 'meta' is not JSON") from exc
-    if meta.get("format") != RIG_FORMAT:
-        raise EmocaError("asset_invalid", f"{where}: meta.format is {meta.get('format')!r}, expected {RIG_FORMAT!r}")
-    if int(str(meta.get("version", 0)).split(".")[0]) > RIG_VERSION:
-        raise EmocaError("input_unsupported", f"{where}: rig version {meta.get('version')} is newer than this "
-                         f"add-on reads ({RIG_VERSION})", "Update the add-on.")
-    out = dict(rig, meta=meta)
-    v = np.asarray(rig["v_template"], np.float64)
-    n_v = v.shape[0]
-    checks = {
-        "v_template": (n_v, 3), "faces": (None, 3), "shapedirs": (n_v, 3, None), "expdirs": (n_v, 3, None),
-        "posedirs": (n_v, 3, 36), "J_regressor": (5, n_v), "joints": (5, 3), "parents": (5,), "weights": (n_v, 5),
-    }
-    for key, want in checks.items():
-        shape = np.shape(rig[key])
-        if len(shape) != len(want) or any(w is not None and s != w for s, w in zip(shape, want)):
-            raise EmocaError("asset_invalid", f"{where}: '{key}' has shape {shape}, expected {want} (V={n_v})")
-    faces = np.asarray(rig["faces"])
-    if faces.size and (faces.min() < 0 or faces.max() >= n_v):
-        raise EmocaError("asset_invalid", f"{where}: 'faces' index vertices outside 0..{n_v - 1}")
-    return out
 
 
 def _key_coords(obj, name: str, coords: np.ndarray, slider: tuple[float, float], value: float = 0.0):
@@ -206,8 +152,11 @@ def rig_mesh(arm: bpy.types.Object) -> bpy.types.Object:
     name = arm.get("emoca_mesh")
     obj = bpy.data.objects.get(name) if name else None
     if obj is None or obj.type != "MESH":
-        raise EmocaError("config_invalid", f"{arm.name}: no FLAME mesh is driven by this armature",
-                         "Pick the armature created by Import FLAME rig.")
+        raise EmocaError(
+            "config_invalid",
+            f"{arm.name}: no FLAME mesh is driven by this armature",
+            "Pick the armature created by Import FLAME rig.",
+        )
     return obj
 
 

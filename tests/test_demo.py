@@ -38,15 +38,32 @@ REOPEN = textwrap.dedent(
 
 def test_demo_runs_end_to_end_and_is_honest(tmp_path):
     out = tmp_path / "démo"
-    env = dict(os.environ, EMOCA_BLENDER_ASSETS=str(tmp_path / "no assets"), EMOCA_BLENDER_DATA=str(tmp_path / "d"),
-               OMP_NUM_THREADS="2")
-    proc = subprocess.run([sys.executable, "-m", "backend", "demo", "--output", str(out), "--frames", "24"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    env = dict(
+        os.environ,
+        EMOCA_BLENDER_ASSETS=str(tmp_path / "no assets"),
+        EMOCA_BLENDER_DATA=str(tmp_path / "d"),
+        OMP_NUM_THREADS="2",
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "backend", "demo", "--output", str(out), "--frames", "24"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # honest: no licensed assets -> it says the network is untrained and the head is not FLAME
     assert "UNTRAINED" in proc.stdout and "not FLAME" in proc.stdout
-    for name in ("demo_clip.mp4", "demo_take.npz", "demo_rig.npz", "demo_preview.mp4", "demo_emotion.png",
-                 "demo.blend", "demo_summary.json"):
+    for name in (
+        "demo_clip.mp4",
+        "demo_take.npz",
+        "demo_rig.npz",
+        "demo_preview.mp4",
+        "demo_emotion.png",
+        "demo.blend",
+        "demo_summary.json",
+    ):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     summary = json.loads((out / "demo_summary.json").read_text(encoding="utf-8"))
     errors = summary["errors"]
@@ -55,11 +72,12 @@ def test_demo_runs_end_to_end_and_is_honest(tmp_path):
     assert {"exp_rmse", "jaw_error_deg", "head_error_deg"} <= set(errors)
     assert "recovered vs true" in proc.stdout
 
-    reopen = subprocess.run([sys.executable, "-c", REOPEN, str(out / "demo.blend")], capture_output=True,
-                            text=True, timeout=300)
+    reopen = subprocess.run(
+        [sys.executable, "-c", REOPEN, str(out / "demo.blend")], capture_output=True, text=True, timeout=300
+    )
     line = next((ln for ln in reopen.stdout.splitlines() if ln.startswith("REOPENED")), None)
     assert line, reopen.stderr[-3000:]
-    blend = json.loads(line[len("REOPENED"):])
+    blend = json.loads(line[len("REOPENED") :])
     assert any(a.startswith("EMOCA_demo_clip") for a in blend["actions"])
     assert blend["emotion"] and blend["camera"]
     assert blend["range"] == [1, 24]

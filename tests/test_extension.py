@@ -26,7 +26,10 @@ def extension_zip(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ext")
     subprocess.run(
         ["make", "-s", "extension", f"PY={sys.executable}", f"EXT_DIR={out / 'src'}", f"DIST={out / 'dist'}"],
-        cwd=ROOT, check=True, capture_output=True, text=True,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     zips = list((out / "dist").glob("emoca_blender-*.zip"))
     assert len(zips) == 1, zips
@@ -36,7 +39,8 @@ def extension_zip(tmp_path_factory) -> Path:
 def test_zip_bundles_the_backend_and_excludes_tests_and_docs(extension_zip):
     names = zipfile.ZipFile(extension_zip).namelist()
     assert "blender_manifest.toml" in names and "__init__.py" in names
-    assert "backend/protocol.py" in names and "backend/__main__.py" in names
+    assert "emoca_contract/protocol.py" in names and "emoca_contract/take.py" in names
+    assert "backend/__main__.py" in names
     assert any(n.startswith("requirements/") for n in names)
     assert not any(n.startswith(("tests/", "docs/")) or "__pycache__" in n for n in names)
 
@@ -77,11 +81,15 @@ def test_installs_registers_and_unregisters_in_real_blender(extension_zip, tmp_p
     env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "blender user é"))
     proc = subprocess.run(
         [sys.executable, "-c", INSTALL_SCRIPT, str(extension_zip)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")), None)
     assert line, proc.stdout[-2000:] + proc.stderr[-4000:]
-    res = json.loads(line[len("RESULT"):])
+    res = json.loads(line[len("RESULT") :])
     assert res["before"] == []
     assert res["enabled"] == [True, True], res
     assert res["prefs"], "add-on preferences are not registered"
@@ -92,7 +100,8 @@ def test_installs_registers_and_unregisters_in_real_blender(extension_zip, tmp_p
     assert res["after"] == [], f"left registered after disabling: {res['after']}"
     assert res["heavy_modules"] == [], "enabling the add-on imported backend-only modules"
     installed = tmp_path / "blender user é" / "extensions" / "user_default" / "emoca_blender"
-    assert (installed / "backend" / "protocol.py").is_file()
+    assert (installed / "backend" / "__main__.py").is_file()
+    assert (installed / "emoca_contract" / "protocol.py").is_file()
 
 
 BUNDLED_BACKEND_SCRIPT = textwrap.dedent(
@@ -116,11 +125,17 @@ def test_installed_extension_runs_its_bundled_backend(extension_zip, tmp_path):
     user = tmp_path / "user"
     env = dict(os.environ, BLENDER_USER_RESOURCES=str(user), PYTHONPATH="")
     out = tmp_path / "rig é.npz"
-    proc = subprocess.run([sys.executable, "-c", BUNDLED_BACKEND_SCRIPT, str(extension_zip), str(out)],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", BUNDLED_BACKEND_SCRIPT, str(extension_zip), str(out)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")), None)
     assert line, proc.stdout[-2000:] + proc.stderr[-4000:]
-    res = json.loads(line[len("RESULT"):])
+    res = json.loads(line[len("RESULT") :])
     # the backend that ran is the copy inside the installed extension, not this checkout
     assert Path(res["backend_root"]).is_relative_to(user) and Path(res["backend_root"]).name == "backend"
     assert out.is_file() and res["bones"] == ["eye_L", "eye_R", "jaw", "neck", "root"]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from backend import protocol
-from backend.errors import ERROR_CODES, BackendError
+from emoca_contract import protocol
+from emoca_contract.errors import ERROR_CODES, EmocaError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,15 +56,34 @@ def test_error_codes_are_documented_with_their_fix():
 
 
 def test_backend_error_carries_code_message_and_hint():
-    exc = BackendError("asset_missing", "generic_model.pkl not found in /x")
+    exc = EmocaError("asset_missing", "generic_model.pkl not found in /x")
     assert exc.to_dict()["hint"] == ERROR_CODES["asset_missing"]
     assert "generic_model.pkl" in str(exc)
     with pytest.raises(ValueError):
-        BackendError("no_such_code", "x")
+        EmocaError("no_such_code", "x")
 
 
 def test_protocol_module_is_stdlib_only():
-    """The add-on loads backend/protocol.py inside Blender, where torch and friends do not exist."""
-    src = (ROOT / "backend" / "protocol.py").read_text(encoding="utf-8")
+    """The add-on loads emoca_contract/protocol.py inside Blender, where torch and friends do not exist."""
+    src = (ROOT / "emoca_contract" / "protocol.py").read_text(encoding="utf-8")
     imports = set(re.findall(r"^\s*(?:from|import)\s+([\w.]+)", src, flags=re.M))
     assert imports <= {"__future__", "json", "typing"}, imports
+
+
+def test_contract_package_imports_only_numpy_the_stdlib_and_itself():
+    """Blender's Python loads the whole contract; it has numpy and the stdlib, nothing of the backend's."""
+    import ast
+    import sys
+
+    allowed = set(sys.stdlib_module_names) | {"numpy", "__future__"}
+    files = sorted((ROOT / "emoca_contract").glob("*.py"))
+    assert {p.stem for p in files} >= {"errors", "protocol", "take", "rig", "rotations"}
+    for path in files:
+        imports = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                imports |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                imports.add((node.module or "").split(".")[0])
+        # the contract's own modules are imported relatively, so the add-on can load it by path
+        assert imports <= allowed, (path.name, imports - allowed)

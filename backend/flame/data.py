@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-JOINT_NAMES = ("root", "neck", "jaw", "eye_L", "eye_R")  # FLAME joint order; Blender bone names
 PARENTS = (-1, 0, 1, 1, 1)
 
 

@@ -3,7 +3,7 @@
 FLAME's ``generic_model.pkl`` is a 2017-era pickle of chumpy ``Ch`` objects and a scipy sparse matrix
 (emoca.md 2.5). ``restricted_load`` admits only numpy arrays/dtypes/scalars, scipy.sparse matrices (old module
 paths remapped) and inert chumpy stand-ins; any other global (os.system, builtins.eval, ...) is refused with
-``BackendError('unsafe_file')``. ``load_flame`` validates the layout and caches a converted ``.npz``.
+``EmocaError('unsafe_file')``. ``load_flame`` validates the layout and caches a converted ``.npz``.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.errors import BackendError
 from backend.flame.data import PARENTS, FlameData
+from emoca_contract.errors import EmocaError
 
 CACHE_VERSION = 1
 N_POSEDIRS = 36
@@ -103,7 +103,7 @@ class SparseStub:
             rows = np.asarray(st.get("row", st.get("coords", [[], []])[0]), dtype=np.int64)
             cols = np.asarray(st.get("col", st.get("coords", [[], []])[1]), dtype=np.int64)
         else:
-            raise BackendError("asset_invalid", f"unsupported sparse matrix kind {self.kind!r}")
+            raise EmocaError("asset_invalid", f"unsupported sparse matrix kind {self.kind!r}")
         np.add.at(out, (rows, cols), data)
         return out
 
@@ -112,8 +112,14 @@ def _sparse_kind(kind: str) -> type:
     return type(f"{kind}_matrix_stub", (SparseStub,), {"kind": kind})
 
 
-_SPARSE = {"csc_matrix": _sparse_kind("csc"), "csr_matrix": _sparse_kind("csr"), "coo_matrix": _sparse_kind("coo"),
-           "csc_array": _sparse_kind("csc"), "csr_array": _sparse_kind("csr"), "coo_array": _sparse_kind("coo")}
+_SPARSE = {
+    "csc_matrix": _sparse_kind("csc"),
+    "csr_matrix": _sparse_kind("csr"),
+    "coo_matrix": _sparse_kind("coo"),
+    "csc_array": _sparse_kind("csc"),
+    "csr_array": _sparse_kind("csr"),
+    "coo_array": _sparse_kind("coo"),
+}
 
 
 def _sparse_global(module: str, name: str):
@@ -126,7 +132,7 @@ def _sparse_global(module: str, name: str):
 def _latin1_encode(text, encoding="latin1"):
     """``_codecs.encode`` as Python 3 protocol-2 pickles use it for bytes; only the latin-1 codec."""
     if str(encoding).lower().replace("_", "-") not in ("latin1", "latin-1", "iso-8859-1"):
-        raise BackendError("unsafe_file", f"refused codec {encoding!r} in a pickle")
+        raise EmocaError("unsafe_file", f"refused codec {encoding!r} in a pickle")
     return str(text).encode("latin1")
 
 
@@ -156,7 +162,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         if found is None:
             found = _SAFE_BUILTINS.get((module, name))
         if found is None:
-            raise BackendError(
+            raise EmocaError(
                 "unsafe_file",
                 f"{self.source}: refused to load the global '{module}.{name}' "
                 "(only numpy, scipy.sparse and chumpy data are allowed)",
@@ -168,14 +174,14 @@ def restricted_load(path: str | Path) -> object:
     """Unpickle ``path`` admitting only plain data (numpy, scipy.sparse, chumpy stand-ins)."""
     path = Path(path)
     if not path.is_file():
-        raise BackendError("asset_missing", f"file not found: {path}")
+        raise EmocaError("asset_missing", f"file not found: {path}")
     with open(path, "rb") as fh:
         try:
             return RestrictedUnpickler(fh, str(path)).load()
-        except BackendError:
+        except EmocaError:
             raise
         except Exception as exc:  # truncated, not a pickle, ...
-            raise BackendError("asset_invalid", f"{path}: not a readable pickle ({type(exc).__name__}: {exc})") from exc
+            raise EmocaError("asset_invalid", f"{path}: not a readable pickle ({type(exc).__name__}: {exc})") from exc
 
 
 def _plain(x, source: str = "", key: str = "") -> np.ndarray:
@@ -187,7 +193,7 @@ def _plain(x, source: str = "", key: str = "") -> np.ndarray:
             return np.asarray(x.toarray())
         return np.asarray(x)
     except (ValueError, KeyError, TypeError) as exc:
-        raise BackendError("asset_invalid", f"{source}: cannot read '{key}' as an array ({exc})") from exc
+        raise EmocaError("asset_invalid", f"{source}: cannot read '{key}' as an array ({exc})") from exc
 
 
 # ----------------------------------------------------------------------------------------------- FLAME
@@ -195,7 +201,7 @@ def _expect(source: str, key: str, arr: np.ndarray, shape: tuple) -> None:
     ok = arr.ndim == len(shape) and all(s is None or s == f for s, f in zip(shape, arr.shape))
     if not ok:
         want = "x".join("N" if s is None else str(s) for s in shape)
-        raise BackendError("asset_invalid", f"{source}: '{key}' has shape {tuple(arr.shape)}, expected {want}")
+        raise EmocaError("asset_invalid", f"{source}: '{key}' has shape {tuple(arr.shape)}, expected {want}")
 
 
 def flame_from_dict(d: dict, source: str, n_shape_total: int | None = None) -> FlameData:
@@ -207,7 +213,7 @@ def flame_from_dict(d: dict, source: str, n_shape_total: int | None = None) -> F
     required = ("v_template", "f", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table")
     missing = [k for k in required if k not in d]
     if missing:
-        raise BackendError("asset_invalid", f"{source}: missing fields {missing}; found {sorted(map(str, d))}")
+        raise EmocaError("asset_invalid", f"{source}: missing fields {missing}; found {sorted(map(str, d))}")
     v = _plain(d["v_template"], source, "v_template").astype(np.float32)
     _expect(source, "v_template", v, (None, 3))
     n = v.shape[0]
@@ -226,13 +232,13 @@ def flame_from_dict(d: dict, source: str, n_shape_total: int | None = None) -> F
     parents = kt[0].copy()
     parents[0] = -1  # the root's parent is stored as a large sentinel (2**32-1) in the pkl
     if tuple(parents) != PARENTS:
-        raise BackendError("asset_invalid", f"{source}: kinematic tree {parents.tolist()}, expected {list(PARENTS)}")
+        raise EmocaError("asset_invalid", f"{source}: kinematic tree {parents.tolist()}, expected {list(PARENTS)}")
     if faces.min() < 0 or faces.max() >= n:
-        raise BackendError("asset_invalid", f"{source}: face indices out of range for {n} vertices")
+        raise EmocaError("asset_invalid", f"{source}: face indices out of range for {n} vertices")
     total = sd.shape[2]
     n_id = n_shape_total if n_shape_total is not None else min(300, total)
     if total <= n_id:
-        raise BackendError(
+        raise EmocaError(
             "asset_invalid",
             f"{source}: shapedirs has {total} components; expected identity ({n_id}) + expression components",
         )
@@ -295,10 +301,10 @@ def load_npz(path: str | Path) -> FlameData:
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
     except ValueError as exc:
-        raise BackendError("unsafe_file", f"{path}: holds pickled objects, expected plain arrays") from exc
+        raise EmocaError("unsafe_file", f"{path}: holds pickled objects, expected plain arrays") from exc
     missing = [k for k in (*_ARRAYS, "meta") if k not in data]
     if missing:
-        raise BackendError("asset_invalid", f"{path}: missing arrays {missing}")
+        raise EmocaError("asset_invalid", f"{path}: missing arrays {missing}")
     meta = json.loads(str(data["meta"]))
     return FlameData(
         **{k: data[k] for k in _ARRAYS},
@@ -318,7 +324,7 @@ def load_flame(path: str | Path, cache_dir: str | Path | None = None) -> FlameDa
     """
     path = Path(path)
     if not path.is_file():
-        raise BackendError("asset_missing", f"FLAME model not found: {path}")
+        raise EmocaError("asset_missing", f"FLAME model not found: {path}")
     if path.suffix.lower() == ".npz":
         return load_npz(path)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -328,11 +334,11 @@ def load_flame(path: str | Path, cache_dir: str | Path | None = None) -> FlameDa
             flame = load_npz(cached)
             flame.source = str(path)
             return flame
-        except (BackendError, OSError, ValueError, KeyError):
+        except (EmocaError, OSError, ValueError, KeyError):
             pass  # a damaged cache is rebuilt below
     obj = restricted_load(path)
     if not isinstance(obj, dict):
-        raise BackendError("asset_invalid", f"{path}: expected a dict of FLAME fields, found {type(obj).__name__}")
+        raise EmocaError("asset_invalid", f"{path}: expected a dict of FLAME fields, found {type(obj).__name__}")
     flame = flame_from_dict(obj, str(path))
     try:
         save_npz(flame, cached)
@@ -359,16 +365,16 @@ def read_obj_uvs(path: str | Path, faces: np.ndarray | None = None) -> tuple[np.
             elif parts[0] == "f":
                 corners = [p.split("/") for p in parts[1:]]
                 if len(corners) != 3 or any(len(c) < 2 or not c[1] for c in corners):
-                    raise BackendError("asset_invalid", f"{path}: expected triangles with UV indices (f v/vt ...)")
+                    raise EmocaError("asset_invalid", f"{path}: expected triangles with UV indices (f v/vt ...)")
                 vfaces.append([int(c[0]) - 1 for c in corners])
                 tfaces.append([int(c[1]) - 1 for c in corners])
     uv = np.asarray(uvs, dtype=np.float32).reshape(-1, 2)
     tf = np.asarray(tfaces, dtype=np.int64).reshape(-1, 3)
     vf = np.asarray(vfaces, dtype=np.int64).reshape(-1, 3)
     if len(tf) == 0 or tf.max() >= len(uv):
-        raise BackendError("asset_invalid", f"{path}: no UV-mapped triangles (or UV indices out of range)")
+        raise EmocaError("asset_invalid", f"{path}: no UV-mapped triangles (or UV indices out of range)")
     if faces is not None and not np.array_equal(vf, np.asarray(faces)):
-        raise BackendError(
+        raise EmocaError(
             "asset_invalid",
             f"{path}: its {len(vf)} triangles are not the model's {len(faces)} triangles",
             "Use the head_template.obj that comes with this FLAME model.",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.errors import BackendError
+from emoca_contract.errors import EmocaError
 
 # MEDIAPIPE_TO_68: for each iBUG-68 landmark (0-16 jaw from the subject's right ear to the left one, 17-21 right
 # brow, 22-26 left brow, 27-30 nose bridge, 31-35 nostrils, 36-41 right eye, 42-47 left eye, 48-59 outer lips,
@@ -78,14 +78,14 @@ class LandmarkEmbedding:
         for key, shape in expected.items():
             found = tuple(getattr(self, key).shape)
             if found != shape:
-                raise BackendError("asset_invalid", f"{source}: {key} has shape {found}, expected {shape}")
+                raise EmocaError("asset_invalid", f"{source}: {key} has shape {found}, expected {shape}")
         if self.convention not in ("deca", "ringnet"):
-            raise BackendError("asset_invalid", f"{source}: unknown convention {self.convention!r}")
+            raise EmocaError("asset_invalid", f"{source}: unknown convention {self.convention!r}")
         if n_faces is not None:
             for key in ("static_faces", "dynamic_faces", "full_faces"):
                 arr = getattr(self, key)
                 if arr.min() < 0 or arr.max() >= n_faces:
-                    raise BackendError(
+                    raise EmocaError(
                         "asset_invalid",
                         f"{source}: {key} indexes faces up to {arr.max()}, but the mesh has {n_faces} faces",
                         "Use the landmark embedding that belongs to this FLAME model.",
@@ -166,7 +166,7 @@ class _InnerUnpickler(pickle.Unpickler):
             import collections
 
             return collections.OrderedDict
-        raise BackendError("unsafe_file", f"refused to load the global '{module}.{name}' inside a torch storage")
+        raise EmocaError("unsafe_file", f"refused to load the global '{module}.{name}' inside a torch storage")
 
     def persistent_load(self, pid):
         # ('storage', storage_type, key, location, numel, view_metadata)
@@ -244,7 +244,7 @@ class _EmbeddingUnpickler(pickle.Unpickler):
             import collections
 
             return collections.OrderedDict
-        raise BackendError(
+        raise EmocaError(
             "unsafe_file",
             f"{self.source}: refused to load the global '{module}.{name}' (only numpy arrays and tensors allowed)",
         )
@@ -262,12 +262,12 @@ def _load_npy_object(path: Path) -> object:
             return arr.reshape(shape)
         try:
             obj = _EmbeddingUnpickler(fh, str(path)).load()
-        except BackendError as exc:
+        except EmocaError as exc:
             if str(path) in exc.message:
                 raise
-            raise BackendError(exc.code, f"{path}: {exc.message}", exc.hint) from exc
+            raise EmocaError(exc.code, f"{path}: {exc.message}", exc.hint) from exc
         except Exception as exc:  # a corrupt or truncated pickle
-            raise BackendError("asset_invalid", f"{path}: cannot read the pickled content ({exc})") from exc
+            raise EmocaError("asset_invalid", f"{path}: cannot read the pickled content ({exc})") from exc
     return obj
 
 
@@ -285,15 +285,15 @@ def load_landmark_embedding(path: str | Path) -> LandmarkEmbedding:
     """DECA/EMOCA's ``landmark_embedding.npy`` (0-d object array holding a dict; numpy or torch entries)."""
     path = Path(path)
     if not path.is_file():
-        raise BackendError("asset_missing", f"landmark embedding not found: {path}")
+        raise EmocaError("asset_missing", f"landmark embedding not found: {path}")
     data = _unwrap(_load_npy_object(path))
     if not isinstance(data, dict):
-        raise BackendError("asset_invalid", f"{path}: expected a dict inside a 0-d object array, found {type(data)}")
+        raise EmocaError("asset_invalid", f"{path}: expected a dict inside a 0-d object array, found {type(data)}")
     keys = ("static_lmk_faces_idx", "static_lmk_bary_coords", "dynamic_lmk_faces_idx",
             "dynamic_lmk_bary_coords", "full_lmk_faces_idx", "full_lmk_bary_coords")  # fmt: skip
     missing = [k for k in keys if k not in data]
     if missing:
-        raise BackendError("asset_invalid", f"{path}: missing keys {missing}; found {sorted(data)}")
+        raise EmocaError("asset_invalid", f"{path}: missing keys {missing}; found {sorted(data)}")
     emb = LandmarkEmbedding(
         static_faces=_as_np(data["static_lmk_faces_idx"], np.int64).reshape(-1),
         static_bary=_as_np(data["static_lmk_bary_coords"], np.float32).reshape(-1, 3),
@@ -320,7 +320,7 @@ def load_ringnet_embedding(static_pkl: str | Path, dynamic_npy: str | Path) -> L
     dynamic = _unwrap(_load_npy_object(Path(dynamic_npy)))
     for name, d in ((static_pkl, static), (dynamic_npy, dynamic)):
         if not isinstance(d, dict) or "lmk_face_idx" not in d or "lmk_b_coords" not in d:
-            raise BackendError("asset_invalid", f"{name}: expected a dict with lmk_face_idx and lmk_b_coords")
+            raise EmocaError("asset_invalid", f"{name}: expected a dict with lmk_face_idx and lmk_b_coords")
     sf = _as_np(static["lmk_face_idx"], np.int64).reshape(-1)
     sb = _as_np(static["lmk_b_coords"], np.float32).reshape(-1, 3)
     df = _as_np(dynamic["lmk_face_idx"], np.int64)
@@ -337,17 +337,17 @@ def load_mediapipe_embedding(path: str | Path) -> MediapipeEmbedding:
     """EMOCA v2's ``mediapipe_landmark_embedding.npz`` (keys lmk_face_idx (105,), lmk_b_coords (105, 3))."""
     path = Path(path)
     if not path.is_file():
-        raise BackendError("asset_missing", f"mediapipe landmark embedding not found: {path}")
+        raise EmocaError("asset_missing", f"mediapipe landmark embedding not found: {path}")
     try:
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
     except ValueError as exc:
-        raise BackendError("unsafe_file", f"{path}: holds pickled objects, expected plain arrays ({exc})") from exc
+        raise EmocaError("unsafe_file", f"{path}: holds pickled objects, expected plain arrays ({exc})") from exc
     missing = [k for k in ("lmk_face_idx", "lmk_b_coords") if k not in data]
     if missing:
-        raise BackendError("asset_invalid", f"{path}: missing keys {missing}; found {sorted(data)}")
+        raise EmocaError("asset_invalid", f"{path}: missing keys {missing}; found {sorted(data)}")
     faces = data["lmk_face_idx"].astype(np.int64).reshape(-1)
     bary = data["lmk_b_coords"].astype(np.float32).reshape(-1, 3)
     if len(faces) != len(bary):
-        raise BackendError("asset_invalid", f"{path}: {len(faces)} faces but {len(bary)} barycentric rows")
+        raise EmocaError("asset_invalid", f"{path}: {len(faces)} faces but {len(bary)} barycentric rows")
     return MediapipeEmbedding(faces=faces, bary=bary)

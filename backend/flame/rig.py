@@ -1,6 +1,7 @@
-"""The Blender rig file (docs/formats.md "Rig file"): plain arrays + a JSON meta string (numpy only).
+"""Writing the Blender rig file from a FLAME model (docs/formats.md "Rig file"; numpy only).
 
-The add-on never parses model files; it builds the rig from this file. Reading never unpickles.
+The add-on never parses model files; it builds the rig from this file. The format and its reader are the
+contract's (:mod:`emoca_contract.rig`).
 """
 
 from __future__ import annotations
@@ -11,24 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.errors import BackendError
-from backend.flame.data import JOINT_NAMES, PARENTS, FlameData
-
-RIG_FORMAT = "emoca-rig"
-RIG_VERSION = 1
-
-REQUIRED_KEYS = ("v_template", "faces", "shapedirs", "expdirs", "posedirs", "J_regressor", "joints", "parents",
-                 "joint_names", "weights", "meta")  # fmt: skip
-OPTIONAL_KEYS = ("uvs", "uv_faces", "lmk_faces_idx", "lmk_bary_coords", "shape")
-
-
-def _backend_version() -> str:
-    try:
-        from backend import __version__
-
-        return str(__version__)
-    except ImportError:
-        return "unknown"
+from backend import __version__
+from backend.flame.data import PARENTS, FlameData
+from emoca_contract.rig import JOINT_NAMES, RIG_FORMAT, RIG_VERSION
 
 
 def model_name(flame: FlameData) -> str:
@@ -91,7 +77,7 @@ def write_rig(
         "units": "m",
         "n_shape": n_shape,
         "n_exp": n_exp,
-        "backend_version": _backend_version(),
+        "backend_version": __version__,
     }
     arrays["meta"] = np.array(json.dumps(meta, ensure_ascii=False))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,37 +86,3 @@ def write_rig(
         np.savez(fh, **arrays)
     os.replace(tmp, path)
     return path
-
-
-def read_rig(path: str | Path) -> dict:
-    """Read and validate a rig file: a dict of arrays, with ``meta`` parsed into a dict."""
-    path = Path(path)
-    if not path.is_file():
-        raise BackendError("input_missing", f"rig file not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
-    except ValueError as exc:
-        raise BackendError("unsafe_file", f"{path}: holds pickled objects; a rig file is plain arrays") from exc
-    except (OSError, EOFError) as exc:
-        raise BackendError("asset_invalid", f"{path}: not a rig file ({exc})") from exc
-    missing = [k for k in REQUIRED_KEYS if k not in data]
-    if missing:
-        raise BackendError("asset_invalid", f"{path}: missing keys {missing}", "Export the rig again.")
-    meta = json.loads(str(data["meta"]))
-    if meta.get("format") != RIG_FORMAT:
-        raise BackendError("asset_invalid", f"{path}: format {meta.get('format')!r}, expected {RIG_FORMAT!r}")
-    if int(meta.get("version", 0)) > RIG_VERSION:
-        raise BackendError(
-            "asset_invalid",
-            f"{path}: rig file version {meta.get('version')} is newer than this reader ({RIG_VERSION})",
-            "Update the add-on and backend together.",
-        )
-    data["meta"] = meta
-    v = data["v_template"].shape[0]
-    expect = {"shapedirs": (v, 3, meta["n_shape"]), "expdirs": (v, 3, meta["n_exp"]), "posedirs": (v, 3, 36),
-              "J_regressor": (5, v), "weights": (v, 5), "joints": (5, 3), "parents": (5,)}  # fmt: skip
-    for key, shape in expect.items():
-        if data[key].shape != shape:
-            raise BackendError("asset_invalid", f"{path}: {key} has shape {data[key].shape}, expected {shape}")
-    return data

@@ -70,8 +70,7 @@ def estimate_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return t
 
 
-def crop_transform(center: np.ndarray, size: float, scale: float = CROP_SCALE, out_size: int = CROP_SIZE
-                   ) -> np.ndarray:
+def crop_transform(center: np.ndarray, size: float, scale: float = CROP_SCALE, out_size: int = CROP_SIZE) -> np.ndarray:
     """(3, 3) float64 similarity mapping FRAME pixels -> CROP pixels (the official ``tform``).
 
     The square's side is ``int(size * scale)``; its top-left, bottom-left and top-right corners go to
@@ -111,8 +110,9 @@ def warp_crop(image: np.ndarray, tform: np.ndarray, out_size: int = CROP_SIZE, o
     if flags is None:
         raise ValueError(f"order must be 0, 1 or 3, not {order}")
     m = np.asarray(tform, np.float64)[:2]
-    return cv2.warpAffine(np.ascontiguousarray(image), m, (out_size, out_size), flags=flags,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return cv2.warpAffine(
+        np.ascontiguousarray(image), m, (out_size, out_size), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+    )
 
 
 def crops_to_tensor(crops) -> np.ndarray:
@@ -124,8 +124,14 @@ def crops_to_tensor(crops) -> np.ndarray:
     return np.ascontiguousarray(arr.transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(255.0)
 
 
-def face_crop(image: np.ndarray, landmarks: np.ndarray, kind: str = "kpt68", scale: float = CROP_SCALE,
-              out_size: int = CROP_SIZE, order: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def face_crop(
+    image: np.ndarray,
+    landmarks: np.ndarray,
+    kind: str = "kpt68",
+    scale: float = CROP_SCALE,
+    out_size: int = CROP_SIZE,
+    order: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
     """Convenience: (crop (out, out, 3) uint8, frame -> crop transform (3, 3)) for one face."""
     center, size = box_from_landmarks(landmarks, kind)
     tform = crop_transform(center, size, scale, out_size)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.errors import BackendError
 from backend.flame.landmarks import IBUG68_FLIP, MEDIAPIPE_TO_68  # noqa: F401  (re-exported)
+from emoca_contract.errors import EmocaError
 
 FAN_FILES = {
     "2DFAN-4": "2DFAN4-11f355bf06.pth.tar",
@@ -69,14 +69,21 @@ class MediaPipeDetector:
         try:
             import mediapipe as mp
         except ImportError as e:  # pragma: no cover - pinned in requirements
-            raise BackendError("asset_missing", f"mediapipe is not installed ({e})",
-                               "Install mediapipe==0.10.21 with --no-deps (see requirements/).") from None
+            raise EmocaError(
+                "asset_missing",
+                f"mediapipe is not installed ({e})",
+                "Install mediapipe==0.10.21 with --no-deps (see requirements/).",
+            ) from None
         self.max_faces = int(max_faces)
         self.tracking = bool(tracking)
         self.min_confidence = float(min_confidence)
         self._mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=not self.tracking, max_num_faces=self.max_faces, refine_landmarks=True,
-            min_detection_confidence=self.min_confidence, min_tracking_confidence=self.min_confidence)
+            static_image_mode=not self.tracking,
+            max_num_faces=self.max_faces,
+            refine_landmarks=True,
+            min_detection_confidence=self.min_confidence,
+            min_tracking_confidence=self.min_confidence,
+        )
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         """image: (H, W, 3) uint8 RGB -> detections, in mediapipe's order."""
@@ -99,8 +106,12 @@ class MediaPipeDetector:
 
         self.close()
         self._mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=not self.tracking, max_num_faces=self.max_faces, refine_landmarks=True,
-            min_detection_confidence=self.min_confidence, min_tracking_confidence=self.min_confidence)
+            static_image_mode=not self.tracking,
+            max_num_faces=self.max_faces,
+            refine_landmarks=True,
+            min_detection_confidence=self.min_confidence,
+            min_tracking_confidence=self.min_confidence,
+        )
 
     def close(self) -> None:
         mesh, self._mesh = getattr(self, "_mesh", None), None
@@ -132,7 +143,7 @@ def missing_fan_files() -> list[Path]:
 
 class FanDetector:
     """face_alignment 1.5 (s3fd face boxes + 2DFAN-4, 68 iBUG points), the detector of the official EMOCA demos.
-    Needs its weights offline in ``$TORCH_HOME/hub/checkpoints``; raises BackendError('asset_missing') if not."""
+    Needs its weights offline in ``$TORCH_HOME/hub/checkpoints``; raises EmocaError('asset_missing') if not."""
 
     kind = "fan"
     n_landmarks = 68
@@ -140,18 +151,25 @@ class FanDetector:
     def __init__(self, device: str = "cpu", min_confidence: float = 0.5, max_faces: int = 4):
         missing = missing_fan_files()
         if missing:
-            raise BackendError(
+            raise EmocaError(
                 "asset_missing",
                 "FAN landmark detector weights are missing: " + ", ".join(str(p) for p in missing),
                 f"Place {', '.join(FAN_FILES.values())} (face_alignment's 2DFAN-4 and s3fd weights) in "
-                f"{fan_checkpoint_dir()} (set TORCH_HOME to move it), or use the mediapipe detector.")
+                f"{fan_checkpoint_dir()} (set TORCH_HOME to move it), or use the mediapipe detector.",
+            )
         import face_alignment
 
         self.max_faces = int(max_faces)
         self.min_confidence = float(min_confidence)
         self._fa = face_alignment.FaceAlignment(
-            face_alignment.LandmarksType.TWO_D, device=device, flip_input=False, face_detector="sfd",
-            face_detector_kwargs={"filter_threshold": self.min_confidence}, verbose=False, compile=False)
+            face_alignment.LandmarksType.TWO_D,
+            device=device,
+            flip_input=False,
+            face_detector="sfd",
+            face_detector_kwargs={"filter_threshold": self.min_confidence},
+            verbose=False,
+            compile=False,
+        )
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         import warnings
@@ -184,12 +202,13 @@ class FanDetector:
         self.close()
 
 
-def make_detector(name: str = "auto", max_faces: int = 4, tracking: bool = True, min_confidence: float = 0.5,
-                  device: str = "cpu") -> MediaPipeDetector | FanDetector:
+def make_detector(
+    name: str = "auto", max_faces: int = 4, tracking: bool = True, min_confidence: float = 0.5, device: str = "cpu"
+) -> MediaPipeDetector | FanDetector:
     """'auto' and 'mediapipe' -> MediaPipeDetector; 'fan' -> FanDetector (only when asked for: slow on CPU)."""
     name = (name or "auto").lower()
     if name in ("auto", "mediapipe"):
         return MediaPipeDetector(max_faces=max_faces, tracking=tracking, min_confidence=min_confidence)
     if name == "fan":
         return FanDetector(device=device, min_confidence=min_confidence, max_faces=max_faces)
-    raise BackendError("config_invalid", f"unknown detector {name!r}", "Use 'auto', 'mediapipe' or 'fan'.")
+    raise EmocaError("config_invalid", f"unknown detector {name!r}", "Use 'auto', 'mediapipe' or 'fan'.")

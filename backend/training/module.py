@@ -18,8 +18,8 @@ import lightning as L
 import torch
 from torch import nn
 
-from backend.errors import BackendError
 from backend.training import losses as LS
+from emoca_contract.errors import EmocaError
 
 
 class TinyEncoder(nn.Module):
@@ -67,19 +67,25 @@ def build_flame(cfg: dict):
         data = load_flame(flame_path)
         emb_path = _cfg_get(cfg, "model.landmark_embedding")
         if not emb_path:
-            raise BackendError("config_invalid", "model.landmark_embedding is required with model.flame",
-                               "Point it at FLAME/geometry/landmark_embedding.npy.")
+            raise EmocaError(
+                "config_invalid",
+                "model.landmark_embedding is required with model.flame",
+                "Point it at FLAME/geometry/landmark_embedding.npy.",
+            )
         emb = load_landmark_embedding(emb_path)
         mp_path = _cfg_get(cfg, "model.mediapipe_embedding")
         mp = load_mediapipe_embedding(mp_path) if mp_path else None
         flame = FLAME(data, landmark_embedding=emb, mediapipe_embedding=mp)
         tex = torch.full((1, 3, 4, 4), 0.5)  # EMOCA with use_texture off: constant grey albedo
     else:
-        from backend.flame.synthetic import synthetic_head, synthetic_landmark_embedding, synthetic_texture
+        from backend.synthetic.head import synthetic_head, synthetic_landmark_embedding, synthetic_texture
 
         data = synthetic_head(int(_cfg_get(cfg, "model.head_seed", 0)))
-        flame = FLAME(data, landmark_embedding=synthetic_landmark_embedding(data),
-                      mediapipe_embedding=synthetic_mediapipe_embedding(data, _cfg_get(cfg, "model.mediapipe_indices")))
+        flame = FLAME(
+            data,
+            landmark_embedding=synthetic_landmark_embedding(data),
+            mediapipe_embedding=synthetic_mediapipe_embedding(data, _cfg_get(cfg, "model.mediapipe_indices")),
+        )
         tex = torch.from_numpy(np.ascontiguousarray(synthetic_texture())).permute(2, 0, 1)[None].float() / 255
     uvs = torch.as_tensor(data.uvs if data.uvs is not None else np.zeros((data.n_vertices, 2)), dtype=torch.float32)
     uvf = torch.as_tensor(data.uv_faces if data.uv_faces is not None else data.faces).long()
@@ -100,8 +106,10 @@ def synthetic_mediapipe_embedding(head, indices):
     for k in indices:
         k = int(k)
         if not 0 <= k < 468:
-            raise BackendError("config_invalid", f"model.mediapipe_indices: {k} is not a mediapipe face-mesh "
-                               "vertex (0..467) of the synthetic head")
+            raise EmocaError(
+                "config_invalid",
+                f"model.mediapipe_indices: {k} is not a mediapipe face-mesh vertex (0..467) of the synthetic head",
+            )
         f = int(np.nonzero((faces == k).any(axis=1))[0][0])
         f_idx.append(f)
         bary.append((faces[f] == k).astype(np.float32))
@@ -124,16 +132,25 @@ class EmocaCoarseModule(L.LightningModule):
         setting = str(_cfg_get(cfg, "loss.setting", "v1"))
         base = {"v1": LS.V1_WEIGHTS, "v2": LS.V2_WEIGHTS}.get(setting)
         if base is None:
-            raise BackendError("config_invalid", f"loss.setting = {setting!r}: expected v1 or v2")
+            raise EmocaError("config_invalid", f"loss.setting = {setting!r}: expected v1 or v2")
         self.weights = {**base, **{k: float(v) for k, v in (_cfg_get(cfg, "loss.weights", {}) or {}).items()}}
         if self.backbone == "tiny":
             self.deca = nn.ModuleDict({"E_expression": TinyEncoder(self.n_exp)})
             if self.coarse_codes != "dataset":
-                raise BackendError("config_invalid", "model.expression_backbone = tiny needs model.coarse_codes = "
-                                   "dataset (no E_flame is built)")
+                raise EmocaError(
+                    "config_invalid",
+                    "model.expression_backbone = tiny needs model.coarse_codes = dataset (no E_flame is built)",
+                )
         else:
-            self.deca = EmocaNet(EmocaConfig(deca_class="ExpDECA", expression_backbone="deca_clone",
-                                             n_exp=self.n_exp, mode="coarse", stage="coarse"))
+            self.deca = EmocaNet(
+                EmocaConfig(
+                    deca_class="ExpDECA",
+                    expression_backbone="deca_clone",
+                    n_exp=self.n_exp,
+                    mode="coarse",
+                    stage="coarse",
+                )
+            )
             init = _cfg_get(cfg, "model.init")
             if init:
                 self._load_init(init)
@@ -143,8 +160,7 @@ class EmocaCoarseModule(L.LightningModule):
         self.register_buffer("texture", tex, persistent=False)
         self.register_buffer("uvs", uvs, persistent=False)
         self.register_buffer("uv_faces", uvf, persistent=False)
-        self.register_buffer("faces", flame.faces.long().clone() if hasattr(flame, "faces") else uvf,
-                             persistent=False)
+        self.register_buffer("faces", flame.faces.long().clone() if hasattr(flame, "faces") else uvf, persistent=False)
         from backend.models.emotion import load_emotion_model
 
         self.emonet_loss = None
@@ -169,7 +185,7 @@ class EmocaCoarseModule(L.LightningModule):
         if net.E_expression is None:  # from DECA: E_expression starts as a copy of E_flame's backbone
             for k, v in src.items():
                 if k.startswith("E_flame.encoder."):
-                    own["E_expression." + k[len("E_flame."):]] = v
+                    own["E_expression." + k[len("E_flame.") :]] = v
         self.deca.load_state_dict(own)
 
     # -- frozen parts stay in eval mode whatever Lightning does
@@ -192,8 +208,11 @@ class EmocaCoarseModule(L.LightningModule):
         if self.coarse_codes == "dataset":
             missing = [k for k in ("shape", "pose", "cam", "light") if k not in batch]
             if missing:
-                raise BackendError("config_invalid", f"model.coarse_codes = dataset but the batch lacks {missing} "
-                                   "(only un-augmented synthetic data carries known parameters)")
+                raise EmocaError(
+                    "config_invalid",
+                    f"model.coarse_codes = dataset but the batch lacks {missing} "
+                    "(only un-augmented synthetic data carries known parameters)",
+                )
             return {k: batch[k] for k in ("shape", "pose", "cam", "light")}
         with torch.no_grad():
             e = self.deca.E_flame
@@ -214,8 +233,9 @@ class EmocaCoarseModule(L.LightningModule):
         out = self.deca.flame(codes["shape"], exp, codes["pose"])
         verts = project(out.vertices, codes["cam"])
         lmk = project(out.landmarks2d, codes["cam"])[..., :2]
-        r = render_mesh(verts, self.faces, self.uvs, self.uv_faces, self.texture, codes["light"],
-                        image_size=images.shape[-1])
+        r = render_mesh(
+            verts, self.faces, self.uvs, self.uv_faces, self.texture, codes["light"], image_size=images.shape[-1]
+        )
         rendered = r["images"]
         terms: dict[str, torch.Tensor] = {}
         gt68 = batch["landmarks68"]
@@ -236,8 +256,11 @@ class EmocaCoarseModule(L.LightningModule):
             if len(idx) == mp.shape[1]:
                 gt = batch["landmarks_mp"][:, idx]
                 terms["landmark_mp"] = LS.landmark_l1_loss(mp, gt)
-                for name, pairs in (("eye_distance_mp", LS.EYE_PAIRS_MP), ("lip_distance_mp", LS.LIP_PAIRS_MP),
-                                    ("mouth_corner_distance_mp", LS.MOUTH_CORNER_PAIRS_MP)):
+                for name, pairs in (
+                    ("eye_distance_mp", LS.EYE_PAIRS_MP),
+                    ("lip_distance_mp", LS.LIP_PAIRS_MP),
+                    ("mouth_corner_distance_mp", LS.MOUTH_CORNER_PAIRS_MP),
+                ):
                     pp = LS.remap_pairs(pairs, idx.tolist())
                     if pp:
                         terms[name] = LS.relative_distance_loss(mp, gt, pp)
@@ -279,8 +302,16 @@ class EmotionRecognitionModule(L.LightningModule):
         net = EmoCnnResNet50(self.n_expression)
         self.backbone = net.backbone
         self.linear = net.linear
-        self.weights = {"v_mse": 1.0, "a_mse": 1.0, "v_pcc": 1.0, "a_pcc": 1.0, "v_ccc": 1.0, "a_ccc": 1.0,
-                        "expr_nll": 1.0, **(_cfg_get(cfg, "loss.weights", {}) or {})}
+        self.weights = {
+            "v_mse": 1.0,
+            "a_mse": 1.0,
+            "v_pcc": 1.0,
+            "a_pcc": 1.0,
+            "v_ccc": 1.0,
+            "a_ccc": 1.0,
+            "expr_nll": 1.0,
+            **(_cfg_get(cfg, "loss.weights", {}) or {}),
+        }
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(B,3,224,224) [0,1] -> (B, n+2) [expression logits | valence | arousal]."""
@@ -293,9 +324,12 @@ class EmotionRecognitionModule(L.LightningModule):
         out = self(batch["image"])
         terms = LS.emotion_losses(out, batch["valence"], batch["arousal"], batch["expression"], self.n_expression)
         if not terms:
-            raise BackendError("input_unsupported", "the emotion network needs annotated data: no sample in the "
-                               "batch has valence/arousal or an expression class",
-                               "Add an AffectNet-style CSV (file, expression, valence, arousal) to the data folder.")
+            raise EmocaError(
+                "input_unsupported",
+                "the emotion network needs annotated data: no sample in the "
+                "batch has valence/arousal or an expression class",
+                "Add an AffectNet-style CSV (file, expression, valence, arousal) to the data folder.",
+            )
         return LS.total(terms, self.weights), terms
 
     def training_step(self, batch, batch_idx):

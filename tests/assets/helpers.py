@@ -113,8 +113,11 @@ def write_emotion_folder(parent: Path, name: str = "ResNet50") -> Path:
 
 
 def folder_to_zip_entries(folder: Path, arc_prefix: str) -> dict[str, bytes]:
-    return {f"{arc_prefix}/{p.relative_to(folder).as_posix()}": p.read_bytes()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        f"{arc_prefix}/{p.relative_to(folder).as_posix()}": p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def make_zip(path: Path, files: dict[str, bytes]) -> Path:
@@ -149,8 +152,15 @@ class DownloadServer:
     bytes. ``bad_login``: "401" (an HTTP error) or "html" (a 200 login page, as some sites do).
     """
 
-    def __init__(self, files: dict[str, bytes], username: str, password: str, drop_once: tuple[str, ...] = (),
-                 bad_login: str = "401", get_only: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        files: dict[str, bytes],
+        username: str,
+        password: str,
+        drop_once: tuple[str, ...] = (),
+        bad_login: str = "401",
+        get_only: tuple[str, ...] = (),
+    ):
         self.files, self.username, self.password = files, username, password
         self.get_only = set(get_only)  # paths served to a plain GET only (POST -> 405)
         self.drop_pending = set(drop_once)

@@ -8,8 +8,8 @@ import hashlib
 import pytest
 
 from backend import assets
-from backend.cli import main
-from backend.errors import BackendError
+from backend.app.cli import main
+from emoca_contract.errors import EmocaError
 from tests.assets import helpers as H
 
 USER, PASSWORD = "animator@example.org", "s3cr3t-Pässwörd"
@@ -35,8 +35,12 @@ def test_fetch_resumes_after_a_dropped_connection(root, asset_env, archives, mon
     monkeypatch.setenv("EMOCA_BLENDER_USERNAME", USER)
     monkeypatch.setenv("EMOCA_BLENDER_PASSWORD", PASSWORD)
     with H.DownloadServer(archives, USER, PASSWORD, drop_once=(FLAME_URL, MODEL_URL)) as srv:
-        placed = assets.fetch(["FLAME2020", "EMOCA_v2_mp"], root, base_url=srv.base_url,
-                              sha256={"FLAME2020": hashlib.sha256(archives[FLAME_URL]).hexdigest()})
+        placed = assets.fetch(
+            ["FLAME2020", "EMOCA_v2_mp"],
+            root,
+            base_url=srv.base_url,
+            sha256={"FLAME2020": hashlib.sha256(archives[FLAME_URL]).hexdigest()},
+        )
     assert str(root / "FLAME/geometry/generic_model.pkl") in placed
     st = {s.key: s for s in assets.status(root, keys=["flame2020", "model:EMOCA_v2_mp"])}
     assert all(s.valid for s in st.values()), {k: s.message for k, s in st.items()}
@@ -63,13 +67,12 @@ def test_resume_across_runs_from_a_part_file(root, archives, asset_env):
     item = assets.FETCH_ITEMS["FLAME2020"]
     dest = root / ".downloads"
     with H.DownloadServer(archives, USER, PASSWORD, drop_once=(FLAME_URL,)) as srv:
-        with pytest.raises(BackendError) as e:
+        with pytest.raises(EmocaError) as e:
             assets.download(item, dest, creds, srv.base_url, retries=0)
         assert e.value.code == "download_failed"
         part = dest / "FLAME2020.zip.part"
         assert part.stat().st_size == len(archives[FLAME_URL]) // 2  # what arrived is kept
-        out = assets.download(item, dest, creds, srv.base_url,
-                              sha256=hashlib.sha256(archives[FLAME_URL]).hexdigest())
+        out = assets.download(item, dest, creds, srv.base_url, sha256=hashlib.sha256(archives[FLAME_URL]).hexdigest())
     assert out.read_bytes() == archives[FLAME_URL] and not part.exists()
     assert srv.log.requests[-1]["range"] == f"bytes={len(archives[FLAME_URL]) // 2}-"
 
@@ -79,8 +82,9 @@ def test_no_resume_starts_over(root, archives):
     dest.mkdir(parents=True)
     (dest / "FLAME2020.zip.part").write_bytes(b"stale bytes from another file")
     with H.DownloadServer(archives, USER, PASSWORD) as srv:
-        out = assets.download(assets.FETCH_ITEMS["FLAME2020"], dest, assets.Credentials(USER, PASSWORD),
-                              srv.base_url, resume=False)
+        out = assets.download(
+            assets.FETCH_ITEMS["FLAME2020"], dest, assets.Credentials(USER, PASSWORD), srv.base_url, resume=False
+        )
     assert out.read_bytes() == archives[FLAME_URL] and srv.log.requests[0]["range"] is None
 
 
@@ -91,7 +95,7 @@ def test_a_wrong_part_file_is_caught_by_verification(root, archives):
     (dest / "FLAME2020.zip.part").write_bytes(b"Z" * 100)
     creds = assets.Credentials(USER, PASSWORD)
     with H.DownloadServer(archives, USER, PASSWORD) as srv:
-        with pytest.raises(BackendError) as e:
+        with pytest.raises(EmocaError) as e:
             assets.download(assets.FETCH_ITEMS["FLAME2020"], dest, creds, srv.base_url)
         assert e.value.code == "download_failed"
         assert not (dest / "FLAME2020.zip.part").exists()
@@ -102,7 +106,7 @@ def test_a_wrong_part_file_is_caught_by_verification(root, archives):
 @pytest.mark.parametrize("bad_login", ["401", "html"])
 def test_wrong_credentials(root, archives, bad_login):
     with H.DownloadServer(archives, USER, PASSWORD, bad_login=bad_login) as srv:
-        with pytest.raises(BackendError) as e:
+        with pytest.raises(EmocaError) as e:
             assets.fetch(["FLAME2020"], root, username=USER, password="wrong", base_url=srv.base_url)
     err = e.value
     assert err.code == "download_failed"
@@ -115,26 +119,32 @@ def test_wrong_credentials(root, archives, bad_login):
 
 def test_not_found_and_unreachable(root, archives):
     with H.DownloadServer(archives, USER, PASSWORD) as srv:
-        with pytest.raises(BackendError) as e:
+        with pytest.raises(EmocaError) as e:
             assets.fetch(["FLAME2023"], root, username=USER, password=PASSWORD, base_url=srv.base_url)
         assert "HTTP 404" in e.value.message and "--base-url" in e.value.hint
         port = srv.httpd.server_address[1]
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         assets.fetch(["FLAME2020"], root, username=USER, password=PASSWORD, base_url=f"http://127.0.0.1:{port}")
     assert e.value.code == "download_failed" and "cannot reach" in e.value.message
 
 
 def test_sha256_mismatch_is_refused(root, archives):
     with H.DownloadServer(archives, USER, PASSWORD) as srv:
-        with pytest.raises(BackendError) as e:
-            assets.fetch(["FLAME2020"], root, username=USER, password=PASSWORD, base_url=srv.base_url,
-                         sha256={"FLAME2020": "0" * 64})
+        with pytest.raises(EmocaError) as e:
+            assets.fetch(
+                ["FLAME2020"],
+                root,
+                username=USER,
+                password=PASSWORD,
+                base_url=srv.base_url,
+                sha256={"FLAME2020": "0" * 64},
+            )
     assert e.value.code == "download_failed" and "sha256" in e.value.message
     assert not (root / "FLAME").exists() and not list((root / ".downloads").iterdir())
 
 
 def test_flame_needs_credentials(root):
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         assets.fetch(["FLAME2020"], root, base_url="http://127.0.0.1:9")
     assert e.value.code == "download_failed" and "EMOCA_BLENDER_USERNAME" in e.value.hint
 
@@ -163,7 +173,7 @@ def test_prompted_credentials(monkeypatch):
 
 
 def test_unknown_name(root):
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         assets.fetch(["EMOCA_v3"], root)
     assert e.value.code == "config_invalid" and "EMOCA_v2_mp" in e.value.hint
 
@@ -175,8 +185,7 @@ def test_cli_fetch(root, archives, monkeypatch, capsys):
         # without a terminal the licence confirmation must be given explicitly
         assert main(["assets", "--root", str(root), "fetch", "FLAME2020", "--base-url", srv.base_url]) == 2
         assert "--yes" in capsys.readouterr().err
-        assert main(["assets", "--root", str(root), "fetch", "FLAME2020", "--base-url", srv.base_url,
-                     "--yes"]) == 0
+        assert main(["assets", "--root", str(root), "fetch", "FLAME2020", "--base-url", srv.base_url, "--yes"]) == 0
     assert "fetched and imported 1 file(s)" in capsys.readouterr().out
     assert assets.status(root, keys=["flame2020"])[0].valid is True
     assert main(["assets", "fetch", "--list"]) == 0

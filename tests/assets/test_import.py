@@ -9,8 +9,8 @@ import zipfile
 import pytest
 
 from backend import assets
-from backend.cli import main
-from backend.errors import BackendError
+from backend.app.cli import main
+from emoca_contract.errors import EmocaError
 from tests.assets import helpers as H
 
 
@@ -20,11 +20,14 @@ def _valid(root, *keys):
 
 
 def test_flame2020_zip_places_generic_model(root, asset_env):
-    z = H.make_zip(asset_env / "téléchargements" / "FLAME2020.zip", {
-        "generic_model.pkl": H.flame_pkl_bytes(),
-        "female_model.pkl": H.flame_pkl_bytes(1),
-        "Readme.pdf": b"%PDF-1.4",
-    })
+    z = H.make_zip(
+        asset_env / "téléchargements" / "FLAME2020.zip",
+        {
+            "generic_model.pkl": H.flame_pkl_bytes(),
+            "female_model.pkl": H.flame_pkl_bytes(1),
+            "Readme.pdf": b"%PDF-1.4",
+        },
+    )
     placed = assets.import_assets(z, root)
     assert placed == [str(root / "FLAME/geometry/generic_model.pkl")]
     assert (root / "FLAME/geometry/generic_model.pkl").read_bytes() == H.flame_pkl_bytes()
@@ -40,15 +43,21 @@ def test_emoca_flame_zip_and_model_zips(root, asset_env):
     H.make_zip(dl / "FLAME.zip", files)
     models = asset_env / "built"
     H.write_model_folder(models, "EMOCA_v2_lr_cos_1.5")
-    H.make_zip(dl / "EMOCA_v2_lr_cos_1.5.zip", H.folder_to_zip_entries(models / "EMOCA_v2_lr_cos_1.5",
-                                                                       "EMOCA_v2_lr_cos_1.5"))
+    H.make_zip(
+        dl / "EMOCA_v2_lr_cos_1.5.zip", H.folder_to_zip_entries(models / "EMOCA_v2_lr_cos_1.5", "EMOCA_v2_lr_cos_1.5")
+    )
     H.write_emotion_folder(models, "ResNet50")
     H.make_zip(dl / "ResNet50.zip", H.folder_to_zip_entries(models / "ResNet50", "ResNet50"))
     from tests.fixtures.checkpoints import torch_save
 
     torch_save({"E_flame": H.tiny_state()}, asset_env / "deca_model.tar")
-    H.make_zip(dl / "DECA.zip", {"DECA/data/deca_model.tar": (asset_env / "deca_model.tar").read_bytes(),
-                                 "DECA/data/texture_data_256.npy": H.npy_bytes(H.np.zeros(4))})
+    H.make_zip(
+        dl / "DECA.zip",
+        {
+            "DECA/data/deca_model.tar": (asset_env / "deca_model.tar").read_bytes(),
+            "DECA/data/texture_data_256.npy": H.npy_bytes(H.np.zeros(4)),
+        },
+    )
     for name in ("FLAME.zip", "EMOCA_v2_lr_cos_1.5.zip", "ResNet50.zip", "DECA.zip"):
         assets.import_assets(dl / name, root)
     for rel in files:
@@ -57,8 +66,16 @@ def test_emoca_flame_zip_and_model_zips(root, asset_env):
     best = root / "EMOCA/models/EMOCA_v2_lr_cos_1.5/detail/checkpoints/deca-epoch=03-val_loss"
     assert (best / "dataloader_idx_0=9.44489288.ckpt").is_file()
     assert (root / "DECA/data/texture_data_256.npy").is_file()  # part of the layout, no check of its own
-    ok, msgs = _valid(root, "flame2020", "landmark_embedding", "mediapipe_embedding", "uv_face_mask",
-                      "model:EMOCA_v2_lr_cos_1.5", "emotion:ResNet50", "deca_tar")
+    ok, msgs = _valid(
+        root,
+        "flame2020",
+        "landmark_embedding",
+        "mediapipe_embedding",
+        "uv_face_mask",
+        "model:EMOCA_v2_lr_cos_1.5",
+        "emotion:ResNet50",
+        "deca_tar",
+    )
     assert ok, msgs
 
 
@@ -105,7 +122,7 @@ def test_invalid_asset_is_not_placed(root, asset_env):
     files = H.flame_folder_files()
     files["FLAME/geometry/generic_model.pkl"] = b"\x80\x02 not really FLAME"
     z = H.make_zip(asset_env / "FLAME.zip", files)
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         assets.import_assets(z, root)
     assert e.value.code == "asset_invalid"
     assert "generic_model.pkl" in e.value.message
@@ -119,19 +136,20 @@ def test_zip_slip_is_refused(root, asset_env):
     with zipfile.ZipFile(z, "w") as zf:
         zf.writestr("FLAME/mask/uv_face_mask.png", H.png_bytes())
         zf.writestr("../../evil.txt", b"pwned")
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         assets.import_assets(z, root)
     assert e.value.code == "unsafe_file" and "../../evil.txt" in e.value.message
     assert not outside.exists() and not (root / "FLAME").exists()
 
 
-@pytest.mark.parametrize("name", ["/etc/evil.txt", "C:/evil.txt", "FLAME/geometry/../../../evil.txt",
-                                  "FLAME\\..\\..\\evil.txt"])
+@pytest.mark.parametrize(
+    "name", ["/etc/evil.txt", "C:/evil.txt", "FLAME/geometry/../../../evil.txt", "FLAME\\..\\..\\evil.txt"]
+)
 def test_absolute_and_backslash_members_are_refused(root, asset_env, name):
     z = asset_env / "x.zip"
     with zipfile.ZipFile(z, "w") as zf:
         zf.writestr(zipfile.ZipInfo(name), b"pwned")
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         assets.import_assets(z, root)
     assert e.value.code == "unsafe_file"
 
@@ -143,7 +161,7 @@ def test_symlink_members_are_refused(root, asset_env):
     info.external_attr = (stat.S_IFLNK | 0o777) << 16
     with zipfile.ZipFile(z, "w") as zf:
         zf.writestr(info, "/etc/passwd")
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         assets.import_assets(z, root)
     assert e.value.code == "unsafe_file"
     assert not (root / "FLAME/geometry/generic_model.pkl").exists()
@@ -175,10 +193,10 @@ def test_move_deletes_the_sources(root, asset_env):
 
 def test_nothing_recognised(root, asset_env):
     z = H.make_zip(asset_env / "holiday.zip", {"photo.jpg": b"\xff\xd8"})
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         assets.import_assets(z, root)
     assert e.value.code == "asset_invalid" and "holiday.zip" in e.value.message
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         assets.import_assets(asset_env / "nowhere.zip", root)
     assert e.value.code == "input_missing"
 
@@ -207,7 +225,13 @@ def test_a_downloads_folder_with_zips_and_a_loose_deca_tar(root, asset_env):
 
     torch_save({"E_flame": H.tiny_state()}, dl / "deca_model.tar")  # a torch zip file, but not an archive to open
     placed = assets.import_assets(dl, root)
-    assert sorted(placed) == sorted(str(root / r) for r in (
-        "DECA/data/deca_model.tar", "FLAME/geometry/generic_model.pkl", "FLAME/mask/uv_face_mask.png",
-        "FLAME/mask/uv_face_eye_mask.png"))
+    assert sorted(placed) == sorted(
+        str(root / r)
+        for r in (
+            "DECA/data/deca_model.tar",
+            "FLAME/geometry/generic_model.pkl",
+            "FLAME/mask/uv_face_mask.png",
+            "FLAME/mask/uv_face_eye_mask.png",
+        )
+    )
     assert _valid(root, "deca_tar", "flame2020", "uv_face_mask")[0]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from backend import assets
-from backend.cli import main
+from backend.app.cli import main
 from tests.assets import helpers as H
 
 ROOT_SPECS = [s for s in assets.SPECS if s.location == "root"]
@@ -33,12 +33,19 @@ def test_locations_follow_the_environment(asset_env, monkeypatch):
 
 def test_layout_table_covers_the_official_paths():
     rel = {s.relpath for s in assets.SPECS}
-    for p in ("FLAME/geometry/generic_model.pkl", "FLAME/geometry/flame2023.pkl",
-              "FLAME/geometry/landmark_embedding.npy", "FLAME/geometry/mediapipe_landmark_embedding.npz",
-              "FLAME/geometry/head_template.obj", "FLAME/geometry/fixed_uv_displacements/fixed_displacement_256.npy",
-              "FLAME/mask/uv_face_mask.png", "FLAME/mask/uv_face_eye_mask.png", "DECA/data/deca_model.tar",
-              "EmotionRecognition/image_based_networks/ResNet50",
-              "EmotionRecognition/facerec_based_models/EMOCA-emorec"):
+    for p in (
+        "FLAME/geometry/generic_model.pkl",
+        "FLAME/geometry/flame2023.pkl",
+        "FLAME/geometry/landmark_embedding.npy",
+        "FLAME/geometry/mediapipe_landmark_embedding.npz",
+        "FLAME/geometry/head_template.obj",
+        "FLAME/geometry/fixed_uv_displacements/fixed_displacement_256.npy",
+        "FLAME/mask/uv_face_mask.png",
+        "FLAME/mask/uv_face_eye_mask.png",
+        "DECA/data/deca_model.tar",
+        "EmotionRecognition/image_based_networks/ResNet50",
+        "EmotionRecognition/facerec_based_models/EMOCA-emorec",
+    ):
         assert p in rel, p
     for name in ("EMOCA", "EMOCA_v2_mp", "EMOCA_v2_lr_mse_20", "EMOCA_v2_lr_cos_1.5", "DECA"):
         assert f"EMOCA/models/{name}" in rel
@@ -94,8 +101,17 @@ def test_status_after_placing_official_files(root, capsys):
     H.write_model_folder(root / "EMOCA" / "models", "EMOCA_v2_mp")
     H.write_emotion_folder(root / "EmotionRecognition" / "image_based_networks")
     st = {s.key: s for s in assets.status(root)}
-    for key in ("flame2020", "landmark_embedding", "mediapipe_embedding", "head_template", "fixed_displacement",
-                "uv_face_mask", "uv_face_eye_mask", "model:EMOCA_v2_mp", "emotion:ResNet50"):
+    for key in (
+        "flame2020",
+        "landmark_embedding",
+        "mediapipe_embedding",
+        "head_template",
+        "fixed_displacement",
+        "uv_face_mask",
+        "uv_face_eye_mask",
+        "model:EMOCA_v2_mp",
+        "emotion:ResNet50",
+    ):
         assert st[key].present and st[key].valid is True, (key, st[key].message)
     # the real loader read the FLAME file (vertex count of the test file) and chose the 'best' checkpoint
     assert f"{H.N_VERTS} vertices" in st["flame2020"].message
@@ -184,18 +200,30 @@ def test_deep_loads_the_networks(root):
 
 def test_cli_entry_point_json(root):
     env = {**os.environ, "EMOCA_BLENDER_ASSETS": str(root)}
-    out = subprocess.run([sys.executable, "-m", "backend", "assets", "status", "--json"], capture_output=True,
-                         env=env, check=True, cwd=Path(__file__).resolve().parents[2])
+    out = subprocess.run(
+        [sys.executable, "-m", "backend", "assets", "status", "--json"],
+        capture_output=True,
+        env=env,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     doc = json.loads(out.stdout.decode("utf-8"))
     assert doc["root"] == str(root) and doc["root_source"] == "$EMOCA_BLENDER_ASSETS"
 
 
 def test_status_does_not_import_mediapipe_or_fer(root):
-    code = ("import sys; from backend import assets; st = assets.status(sys.argv[1]); "
-            "print(all(s.valid for s in st if s.location.startswith('package:')), "
-            "'mediapipe' in sys.modules, 'fer' in sys.modules, 'tensorflow' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parents[2])
+    code = (
+        "import sys; from backend import assets; st = assets.status(sys.argv[1]); "
+        "print(all(s.valid for s in st if s.location.startswith('package:')), "
+        "'mediapipe' in sys.modules, 'fer' in sys.modules, 'tensorflow' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(root)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     assert out.stdout.split() == ["True", "False", "False", "False"]
 
 
@@ -206,7 +234,7 @@ def test_where_prints_the_root(root, capsys):
 
 def test_demo_uses_configured_assets_and_says_so(root):
     """`make demo` picks up the user's official files: the rig from their FLAME, the capture from their model."""
-    from backend.demo import _assets_summary
+    from backend.app.demo import _assets_summary
 
     before = _assets_summary()
     assert before["capture"]["trained"] is False and before["flame_path"] is None

@@ -1,6 +1,6 @@
 """Blender add-on test harness: the add-on registered once per session, a factory-fresh scene per test.
 
-Rig and take files come from the backend's numpy-only writers (backend.flame.synthetic/rig, backend.take),
+Rig and take files come from the backend's numpy-only writers (backend.synthetic.head/rig, backend.take.writer),
 so these tests run in the Blender 4.2 environment (no torch) too.
 """
 
@@ -16,8 +16,9 @@ bpy = pytest.importorskip("bpy")
 
 import emoca_blender  # noqa: E402
 from backend.flame.rig import write_rig  # noqa: E402
-from backend.flame.synthetic import synthetic_head  # noqa: E402
-from backend.take import make_synthetic_take  # noqa: E402
+from backend.synthetic.head import synthetic_head  # noqa: E402
+from backend.synthetic.take import make_synthetic_take  # noqa: E402
+from backend.take.writer import write_take  # noqa: E402
 
 BAKED_SHAPE = np.random.default_rng(7).normal(0, 1.0, 100).astype(np.float32)
 
@@ -73,15 +74,22 @@ def load_rig_arrays(path: Path) -> dict:
 def make_take(tmp_path):
     """Write a synthetic take; returns (path, Take from the backend's writer)."""
 
-    def make(n_frames: int = 60, fps: float = 30.0, name: str = "performance", seed: int = 0, invalid=(),
-             frame0: int = 0, **meta_source):
+    def make(
+        n_frames: int = 60,
+        fps: float = 30.0,
+        name: str = "performance",
+        seed: int = 0,
+        invalid=(),
+        frame0: int = 0,
+        **meta_source,
+    ):
         take = make_synthetic_take(n_frames, fps=fps, seed=seed, invalid=invalid)
         if frame0:
             take.arrays["frame"] = take.arrays["frame"] + frame0
             take.arrays["time"] = take.arrays["time"] + frame0 / fps
         src = take.meta.setdefault("source", {})
         src.update({"path": f"/footage/{name}.mp4", "fps": fps, "width": 640, "height": 360}, **meta_source)
-        path = take.save(tmp_path / f"{name}.npz")
+        path = write_take(tmp_path / f"{name}.npz", take.arrays, take.meta)
         return Path(path), take
 
     return make

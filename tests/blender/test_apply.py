@@ -7,10 +7,11 @@ import json
 import numpy as np
 import pytest
 
+from backend.take.writer import write_take
 from emoca_blender import animation
 from emoca_blender.apply import apply_take
-from emoca_blender.errors import EmocaError
 from emoca_blender.rig import build_rig, rig_mesh
+from emoca_contract.errors import EmocaError
 
 from .flame_ref import rodrigues
 
@@ -50,8 +51,11 @@ def state(scene) -> dict:
     }
     for obj in bpy.data.objects:
         ad = obj.animation_data
-        out[obj.name] = (ad.action.name if ad and ad.action else None, len(ad.nla_tracks) if ad else 0,
-                         sorted(k for k in obj.keys() if k.startswith("emoca_v") or k.startswith("emoca_e")))
+        out[obj.name] = (
+            ad.action.name if ad and ad.action else None,
+            len(ad.nla_tracks) if ad else 0,
+            sorted(k for k in obj.keys() if k.startswith("emoca_v") or k.startswith("emoca_e")),
+        )
         if obj.type == "MESH" and obj.data.shape_keys:
             kad = obj.data.shape_keys.animation_data
             out[obj.name + ".key"] = kad.action.name if kad and kad.action else None
@@ -83,8 +87,9 @@ def test_same_rate_every_channel_reads_back_equal(rig, make_take, fresh_scene):
             assert fc.evaluate(frame) == pytest.approx(take["exp"][row, i], abs=1e-5)
         r_jaw = rodrigues(take["jaw_pose"][row])
         np.testing.assert_allclose(quat_matrix(rig.pose.bones["jaw"].rotation_quaternion), r_jaw, atol=1e-5)
-        np.testing.assert_allclose(quat_matrix(rig.pose.bones["root"].rotation_quaternion),
-                                   rodrigues(take["global_pose"][row]), atol=1e-5)
+        np.testing.assert_allclose(
+            quat_matrix(rig.pose.bones["root"].rotation_quaternion), rodrigues(take["global_pose"][row]), atol=1e-5
+        )
         correctives = [key.key_blocks[f"Pose{9 + k:03d}"].value for k in range(9)]
         np.testing.assert_allclose(correctives, (r_jaw - np.eye(3)).ravel(), atol=1e-5)
         assert rig["emoca_valence"] == pytest.approx(take["valence"][row], abs=1e-5)
@@ -124,12 +129,16 @@ def test_resample_to_a_different_scene_rate_by_time(rig, make_take, fresh_scene)
     for frame in (1, 5, 9, 45):  # scene frames on a source row: the jaw equals the take's rotation
         fresh_scene.frame_set(frame)
         row = round((frame - 1) / 24 * 30)
-        np.testing.assert_allclose(quat_matrix(rig.pose.bones["jaw"].rotation_quaternion),
-                                   rodrigues(take["global_pose"][row] * 0 + take["jaw_pose"][row]), atol=1e-5)
+        np.testing.assert_allclose(
+            quat_matrix(rig.pose.bones["jaw"].rotation_quaternion),
+            rodrigues(take["global_pose"][row] * 0 + take["jaw_pose"][row]),
+            atol=1e-5,
+        )
     fresh_scene.frame_set(3)  # between rows 2 and 3 (weight 0.5): slerp lies halfway in angle
     q = np.array(rig.pose.bones["jaw"].rotation_quaternion)
-    ang = [np.arccos(np.clip((np.trace(quat_matrix(q).T @ rodrigues(take["jaw_pose"][r])) - 1) / 2, -1, 1))
-           for r in (2, 3)]
+    ang = [
+        np.arccos(np.clip((np.trace(quat_matrix(q).T @ rodrigues(take["jaw_pose"][r])) - 1) / 2, -1, 1)) for r in (2, 3)
+    ]
     assert ang[0] == pytest.approx(ang[1], abs=1e-4)
 
 
@@ -234,14 +243,26 @@ def _rewrite(path, **changes):
 
 CORRUPTIONS = {
     "truncated": (_truncate, "readable"),
-    "wrong_format": (lambda p: _rewrite(p, meta=np.array(json.dumps({"format": "something", "version": 1}))),
-                     "format"),
-    "newer_version": (lambda p: _rewrite(p, meta=np.array(json.dumps({"format": "emoca-take", "version": 2}))),
-                      "newer"),
-    "nan_in_valid_row": (lambda p: _rewrite(p, exp=lambda a: np.where(np.arange(len(a["exp"]))[:, None] == 3,
-                                                                      np.nan, a["exp"]).astype(np.float32)), "NaN"),
+    "wrong_format": (lambda p: _rewrite(p, meta=np.array(json.dumps({"format": "something", "version": 1}))), "format"),
+    "newer_version": (
+        lambda p: _rewrite(p, meta=np.array(json.dumps({"format": "emoca-take", "version": 2}))),
+        "newer",
+    ),
+    "nan_in_valid_row": (
+        lambda p: _rewrite(
+            p, exp=lambda a: np.where(np.arange(len(a["exp"]))[:, None] == 3, np.nan, a["exp"]).astype(np.float32)
+        ),
+        "NaN",
+    ),
     "short_column": (lambda p: _rewrite(p, jaw_pose=lambda a: a["jaw_pose"][:-1]), "jaw_pose"),
-    "too_many_exp": (lambda p: _rewrite(p, exp=lambda a: np.zeros((len(a["exp"]), 80), np.float32)), "Exp0"),
+    "too_many_exp": (
+        lambda p: _rewrite(
+            p,
+            exp=lambda a: np.zeros((len(a["exp"]), 80), np.float32),
+            raw_exp=lambda a: np.zeros((len(a["exp"]), 80), np.float32),
+        ),
+        "Exp0",
+    ),
 }
 
 
@@ -275,8 +296,9 @@ def test_save_and_reload_keeps_the_keys(rig, make_take, fresh_scene, tmp_path):
     scene.frame_set(11)
     assert key.key_blocks["Exp007"].value == pytest.approx(take["exp"][10, 7], abs=1e-5)
     assert arm["emoca_arousal"] == pytest.approx(take["arousal"][10], abs=1e-5)
-    np.testing.assert_allclose(quat_matrix(arm.pose.bones["jaw"].rotation_quaternion),
-                               rodrigues(take["jaw_pose"][10]), atol=1e-5)
+    np.testing.assert_allclose(
+        quat_matrix(arm.pose.bones["jaw"].rotation_quaternion), rodrigues(take["jaw_pose"][10]), atol=1e-5
+    )
 
 
 def test_camera_match_projects_the_mesh_like_the_take(rig, make_take, fresh_scene):
@@ -286,7 +308,7 @@ def test_camera_match_projects_the_mesh_like_the_take(rig, make_take, fresh_scen
     set_fps(fresh_scene, 30)
     path, take = make_take(n_frames=12, name="cam")
     take.arrays["crop"][:] = np.array([[1.7, 0, 150.0], [0, 1.7, 20.0], [0, 0, 1]], np.float32)
-    take.save(path)
+    write_take(path, take.arrays, take.meta)
     apply_take(rig, path, camera_match=True)
     cam = fresh_scene.camera
     assert cam is not None and cam.data.type == "ORTHO"

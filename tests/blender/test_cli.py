@@ -22,8 +22,23 @@ def test_import_rig_then_apply_to_blend_files(rig_file, make_take, tmp_path):
     assert cli.main(["import-rig", str(rig_file), "--output", str(first)]) == 0
     assert first.is_file()
     second = tmp_path / "out" / "animated.blend"
-    assert cli.main(["apply", str(path), "--blend", str(first), "--output", str(second),
-                     "--frame-mapping", "footage_rate", "--offset", "10"]) == 0
+    assert (
+        cli.main(
+            [
+                "apply",
+                str(path),
+                "--blend",
+                str(first),
+                "--output",
+                str(second),
+                "--frame-mapping",
+                "footage_rate",
+                "--offset",
+                "10",
+            ]
+        )
+        == 0
+    )
     bpy.ops.wm.open_mainfile(filepath=str(second))
     action = bpy.data.actions["EMOCA_cli take"]
     assert action["emoca_start_frame"] == 11.0
@@ -48,8 +63,13 @@ def test_cli_command_is_registered(addon):
 
 
 def test_bench_prints_its_two_numbers():
-    out = subprocess.run([sys.executable, "-m", "emoca_blender.bench", "--frames", "400", "--insert-frames", "10"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "emoca_blender.bench", "--frames", "400", "--insert-frames", "10"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     values = dict(line.split(": ") for line in out.stdout.strip().splitlines())
     assert float(values["blender_apply_seconds"]) > 0 and float(values["blender_apply_speedup"]) > 0
@@ -60,12 +80,14 @@ def test_bench_prints_its_two_numbers():
 @pytest.mark.slow
 def test_capture_to_blend_in_one_call(tmp_path):
     """`blender -c emoca capture clip.mp4 --output scene.blend`: backend capture + exported rig + keys, saved."""
-    from backend.footage.synthetic import make_astronaut_clip
+    from backend.synthetic.clips import make_astronaut_clip
 
     clip = make_astronaut_clip(tmp_path / "one call.mp4", n_frames=5).path
     blend = tmp_path / "scene.blend"
-    assert cli.main(["capture", str(clip), "--output", str(blend), "--frame-mapping", "footage_rate",
-                     "--device", "cpu"]) == 0
+    assert (
+        cli.main(["capture", str(clip), "--output", str(blend), "--frame-mapping", "footage_rate", "--device", "cpu"])
+        == 0
+    )
     take_path = tmp_path / "scene_takes" / "one call.npz"
     assert take_path.is_file()
     take = np.load(take_path, allow_pickle=False)

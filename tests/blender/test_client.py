@@ -8,23 +8,23 @@ from pathlib import Path
 import pytest
 
 from emoca_blender import client
-from emoca_blender.errors import EmocaError
+from emoca_contract.errors import EmocaError
 
 pytestmark = pytest.mark.blender
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_backend_root_is_found_in_the_dev_checkout_and_protocol_is_the_backends_file():
+def test_backend_root_is_found_in_the_dev_checkout_and_protocol_is_the_contracts_file():
     assert client.backend_root() == ROOT / "backend"
     assert client.requirements_dir() == ROOT / "requirements"
-    proto = client.protocol()
-    assert Path(proto.__file__) == ROOT / "backend" / "protocol.py"
+    proto = client.protocol
+    assert Path(proto.__file__) == ROOT / "emoca_contract" / "protocol.py"
     msg = proto.make("status", id="x")
     assert proto.decode(proto.encode(msg)) == msg
 
 
 def test_backend_root_prefers_the_folder_bundled_inside_the_extension(tmp_path):
-    """The extension zip puts backend/ inside the add-on folder; backend_root finds it there."""
+    """The extension zip puts backend/ and emoca_contract/ inside the add-on folder; both are found there."""
     import shutil
     import subprocess
     import sys
@@ -32,13 +32,21 @@ def test_backend_root_prefers_the_folder_bundled_inside_the_extension(tmp_path):
     addon = tmp_path / "emoca_blender"
     shutil.copytree(ROOT / "emoca_blender", addon, ignore=shutil.ignore_patterns("__pycache__"))
     (addon / "backend").mkdir()
-    for name in ("protocol.py", "__main__.py", "__init__.py"):
+    for name in ("__main__.py", "__init__.py"):
         shutil.copy(ROOT / "backend" / name, addon / "backend" / name)
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import importlib; "
-            "c = importlib.import_module('emoca_blender.client'); print(c.backend_root())")
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    shutil.copytree(ROOT / "emoca_contract", addon / "emoca_contract", ignore=shutil.ignore_patterns("__pycache__"))
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import importlib; "
+        "c = importlib.import_module('emoca_blender.client'); print(c.backend_root()); "
+        "print(sys.modules['emoca_contract'].__file__)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
     assert out.returncode == 0, out.stderr[-1500:]
-    assert Path(out.stdout.strip().splitlines()[-1]) == addon / "backend"
+    lines = out.stdout.strip().splitlines()
+    assert Path(lines[-2]) == addon / "backend"
+    assert Path(lines[-1]) == addon / "emoca_contract" / "__init__.py"
 
 
 def test_missing_interpreter_is_a_clear_error(tmp_path):
@@ -75,8 +83,13 @@ def test_run_request_raises_the_backends_error_with_code_and_hint(tmp_path):
     import sys
 
     with pytest.raises(EmocaError) as err:
-        client.run_request(sys.executable, "export_rig", timeout=120, output=str(tmp_path / "r.npz"),
-                           flame=str(tmp_path / "missing.pkl"))
+        client.run_request(
+            sys.executable,
+            "export_rig",
+            timeout=120,
+            output=str(tmp_path / "r.npz"),
+            flame=str(tmp_path / "missing.pkl"),
+        )
     assert err.value.code in ("input_missing", "asset_missing")
     assert "missing.pkl" in err.value.message
 
@@ -95,7 +108,7 @@ def test_capture_job_cancelled_mid_run_writes_nothing(tmp_path):
     """What Esc does in the modal operator: the job is cancelled once the backend reports progress."""
     import sys
 
-    from backend.footage.synthetic import make_astronaut_clip
+    from backend.synthetic.clips import make_astronaut_clip
 
     clip = make_astronaut_clip(tmp_path / "clip.mp4", n_frames=40).path
     out = tmp_path / "takes" / "clip.npz"
@@ -119,8 +132,9 @@ def test_capture_job_reports_a_backend_failure(tmp_path):
     import sys
 
     with client.BackendProcess(sys.executable) as proc:
-        job = client.CaptureJob(proc, {"input": str(tmp_path / "missing.mp4"), "output": str(tmp_path / "t.npz"),
-                                       "options": {}})
+        job = client.CaptureJob(
+            proc, {"input": str(tmp_path / "missing.mp4"), "output": str(tmp_path / "t.npz"), "options": {}}
+        )
         job.start()
         assert _drive(job, until=lambda j: False) == "failed"
         assert job.error.code == "input_missing" and "missing.mp4" in job.error.message

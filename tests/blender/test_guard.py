@@ -22,7 +22,7 @@ import emoca_blender
 for m in pkgutil.iter_modules(emoca_blender.__path__):
     importlib.import_module("emoca_blender." + m.name)
 emoca_blender.register()
-emoca_blender.client.protocol()
+emoca_blender.client.protocol.make('status', id='x')
 emoca_blender.unregister()
 new = set(sys.modules) - before
 print("\\n".join(sorted(new)))

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from emoca_blender import api
-from emoca_blender.errors import EmocaError
 from emoca_blender.rig import build_rig, rig_mesh
+from emoca_contract.errors import EmocaError
 
 from .test_apply import state
 
@@ -46,13 +46,22 @@ REGISTER_SCRIPT = textwrap.dedent(
 
 
 def test_register_and_unregister_are_clean():
-    out = subprocess.run([sys.executable, "-c", REGISTER_SCRIPT, str(ROOT)], capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", REGISTER_SCRIPT, str(ROOT)], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     names = out.stdout.split("REGISTERED ")[1].strip().split(",")
-    for expected in ("EMOCA_OT_capture", "EMOCA_OT_apply_take", "EMOCA_OT_import_rig", "EMOCA_PT_view3d",
-                     "EMOCA_PT_clip", "EMOCA_OT_train", "EMOCA_OT_train_stop", "EMOCA_OT_use_trained_model",
-                     "EMOCA_PT_view3d_train"):
+    for expected in (
+        "EMOCA_OT_capture",
+        "EMOCA_OT_apply_take",
+        "EMOCA_OT_import_rig",
+        "EMOCA_PT_view3d",
+        "EMOCA_PT_clip",
+        "EMOCA_OT_train",
+        "EMOCA_OT_train_stop",
+        "EMOCA_OT_use_trained_model",
+        "EMOCA_PT_view3d_train",
+    ):
         assert expected in names
 
 
@@ -83,8 +92,9 @@ def test_apply_operator_is_one_undo_step(rig_file, make_take, fresh_scene):
     path, take = make_take(n_frames=15, name="undoable")
     bpy.ops.ed.undo_push(message="rig imported")
     before = state(bpy.context.scene)
-    assert bpy.ops.emoca.apply_take("EXEC_DEFAULT", True, filepath=str(path), rig_name="FLAME_rig",
-                                    camera_match=True) == {"FINISHED"}
+    assert bpy.ops.emoca.apply_take(
+        "EXEC_DEFAULT", True, filepath=str(path), rig_name="FLAME_rig", camera_match=True
+    ) == {"FINISHED"}
     after = state(bpy.context.scene)
     assert after != before and "EMOCA_undoable" in after["actions"]
     assert bpy.ops.ed.undo() == {"FINISHED"}
@@ -110,7 +120,7 @@ def test_apply_operator_reports_a_bad_take_and_changes_nothing(rig_file, tmp_pat
 # ------------------------------------------------------------------ with the real backend (torch env)
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
-    from backend.footage.synthetic import make_astronaut_clip
+    from backend.synthetic.clips import make_astronaut_clip
 
     path = tmp_path_factory.mktemp("clip") / "astronaut take.mp4"
     make_astronaut_clip(path, n_frames=6)
@@ -124,8 +134,14 @@ def test_capture_operator_keys_the_rig_in_one_undoable_step(rig_file, clip, tmp_
     fresh_scene.render.fps = 25
     bpy.ops.ed.undo_push(message="before capture")
     before = state(fresh_scene)
-    result = bpy.ops.emoca.capture("EXEC_DEFAULT", True, input=str(clip), output_dir=str(tmp_path),
-                                   rig_name="FLAME_rig", frame_mapping="footage_rate")
+    result = bpy.ops.emoca.capture(
+        "EXEC_DEFAULT",
+        True,
+        input=str(clip),
+        output_dir=str(tmp_path),
+        rig_name="FLAME_rig",
+        frame_mapping="footage_rate",
+    )
     assert result == {"FINISHED"}
     take = np.load(tmp_path / "astronaut take.npz", allow_pickle=False)
     action = bpy.data.actions["EMOCA_astronaut take"]
@@ -232,8 +248,9 @@ def test_panels_name_only_existing_properties_and_operators(fresh_scene):
     class Ctx:
         scene = fresh_scene
         window_manager = bpy.context.window_manager
-        space_data = type("Space", (), {"clip": type("Clip", (), {"name": "c", "filepath": "//c.mp4",
-                                                                  "library": None})()})()
+        space_data = type(
+            "Space", (), {"clip": type("Clip", (), {"name": "c", "filepath": "//c.mp4", "library": None})()}
+        )()
 
     for source in ("FILE", "SEQUENCE", "CLIP"):
         fresh_scene.emoca.source = source

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from emoca_blender import api, client, operators, panel, properties
-from emoca_blender.errors import EmocaError
 from emoca_blender.preferences import capture_options
+from emoca_contract.errors import EmocaError
 
 from .test_operators import _Layout
 
@@ -50,19 +50,27 @@ def test_train_request_turns_the_panel_settings_into_overrides(tmp_path, fresh_s
     config, overrides = operators.train_request(s)
     assert Path(config).is_file() and Path(config).name == "emoca_v2.yaml"
     assert Path(config).parent == client.backend_root() / "training" / "configs"
-    assert overrides == [f"output_dir={tmp_path / 'run'}", f"data.train={data}", "learning.max_epochs=3",
-                         "trainer.devices=2", "model.init=/a b/DECA"]
+    assert overrides == [
+        f"output_dir={tmp_path / 'run'}",
+        f"data.train={data}",
+        "learning.max_epochs=3",
+        "trainer.devices=2",
+        "model.init=/a b/DECA",
+    ]
     s.output_dir = ""  # unsaved .blend: the home folder; saved: beside it
     assert operators.train_request(s)[1][0] == f"output_dir={Path.home() / 'emoca_runs' / 'emoca_v2'}"
     assert operators.train_request(s, "/proj/shot.blend")[1][0] == "output_dir=/proj/emoca_runs/emoca_v2"
 
 
-@pytest.mark.parametrize("field, value, code, needle", [
-    ("overrides", "learning.lr", "config_invalid", "learning.lr"),
-    ("overrides", "a='unclosed", "config_invalid", "unclosed"),
-    ("data_dir", "/nonexistent/faces", "input_missing", "/nonexistent/faces"),
-    ("config_path", "/nonexistent/my.yaml", "input_missing", "/nonexistent/my.yaml"),
-])
+@pytest.mark.parametrize(
+    "field, value, code, needle",
+    [
+        ("overrides", "learning.lr", "config_invalid", "learning.lr"),
+        ("overrides", "a='unclosed", "config_invalid", "unclosed"),
+        ("data_dir", "/nonexistent/faces", "input_missing", "/nonexistent/faces"),
+        ("config_path", "/nonexistent/my.yaml", "input_missing", "/nonexistent/my.yaml"),
+    ],
+)
 def test_train_request_refuses_bad_settings_clearly(fresh_scene, field, value, code, needle):
     s = fresh_scene.emoca_train
     if field == "config_path":
@@ -83,8 +91,10 @@ def test_train_operator_reports_a_bad_setting_without_starting(fresh_scene):
 def test_run_folder_of_a_checkpoint_and_result_paths():
     assert client.run_folder_of("/r/run/coarse/checkpoints/last.ckpt") == Path("/r/run")
     assert client.run_folder_of("/r/emo/checkpoints/x.ckpt") == Path("/r/emo")
-    assert client.train_result_paths({"files": ["/r/run/coarse/checkpoints/a.ckpt"]}) == \
-        ("/r/run", "/r/run/coarse/checkpoints/a.ckpt")
+    assert client.train_result_paths({"files": ["/r/run/coarse/checkpoints/a.ckpt"]}) == (
+        "/r/run",
+        "/r/run/coarse/checkpoints/a.ckpt",
+    )
     assert client.train_result_paths({"model_folder": "/m", "checkpoint": "/c/x.ckpt"}) == ("/m", "/c/x.ckpt")
     assert client.train_result_paths({"files": []}) == (None, None)
 
@@ -152,8 +162,9 @@ def test_train_job_reports_epoch_step_loss_and_the_model_folder(tmp_path, monkey
                 break
         assert job.state == "done", job.error
         assert proc.alive
-    assert seen and all(total == 6 and 1 <= step <= 6 and math.isfinite(loss) and loss > 0
-                        for _, step, total, loss in seen)
+    assert seen and all(
+        total == 6 and 1 <= step <= 6 and math.isfinite(loss) and loss > 0 for _, step, total, loss in seen
+    )
     assert [s[1] for s in seen] == sorted(s[1] for s in seen)
     assert job.global_step == 6 and job.progress == 1.0
     assert Path(job.model_folder) == out and (out / "cfg.yaml").is_file()
@@ -165,8 +176,11 @@ def test_train_job_reports_epoch_step_loss_and_the_model_folder(tmp_path, monkey
 def test_train_job_cancelled_mid_run_and_the_backend_keeps_serving(tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     with client.BackendProcess(sys.executable) as proc:
-        job = client.TrainJob(proc, "tiny_cpu", [f"output_dir={tmp_path / 'run'}", *SHORT,
-                                                 "learning.max_steps=100000", "learning.max_epochs=100000"])
+        job = client.TrainJob(
+            proc,
+            "tiny_cpu",
+            [f"output_dir={tmp_path / 'run'}", *SHORT, "learning.max_steps=100000", "learning.max_epochs=100000"],
+        )
         job.start()
         assert _drive(job, until=lambda j: j.n_progress > 0) == "running"
         assert job.global_step >= 1 and job.loss is not None
@@ -217,8 +231,7 @@ def test_train_operator_reports_the_backends_config_error(tmp_path, monkeypatch,
 
 @pytest.mark.torch
 def test_api_train_returns_the_model_folder_and_the_checkpoint(tmp_path):
-    run = api.train("tiny_cpu", f"output_dir={tmp_path / 'run'}", *SHORT, **{"learning.max_steps": 1},
-                    verbose=False)
+    run = api.train("tiny_cpu", f"output_dir={tmp_path / 'run'}", *SHORT, **{"learning.max_steps": 1}, verbose=False)
     assert isinstance(run, api.TrainResult)
     assert run.model_folder == tmp_path / "run" and (run.model_folder / "cfg.yaml").is_file()
     assert run.checkpoint.is_file() and run.checkpoint.suffix == ".ckpt" and run.model_folder in run.checkpoint.parents

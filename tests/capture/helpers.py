@@ -30,7 +30,7 @@ def gap_clip(path: Path, n: int = 20, gap: tuple[int, ...] = (8, 9), tail: int =
 
     Returns (path, still->frame transforms (N, 3, 3)).
     """
-    from backend.footage.synthetic import background, render_astronaut_frames
+    from backend.synthetic.clips import background, render_astronaut_frames
 
     frames, tforms = render_astronaut_frames(n, (640, 360), "pan")
     bg = background((640, 360), 0)

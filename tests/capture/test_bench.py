@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import argparse
 
-from backend import bench
+from backend.app import bench
 
 
 def test_registry_skips_missing_and_runs_present(monkeypatch, capsys):
-    monkeypatch.setattr(bench, "BENCHMARKS", {
-        "missing": "backend.no_such_module:run",
-        "missing_cli": "python -m no_such_package.bench",
-        "fake": "tests.capture.test_bench:fake_benchmark",
-    })
+    monkeypatch.setattr(
+        bench,
+        "BENCHMARKS",
+        {
+            "missing": "backend.no_such_module:run",
+            "missing_cli": "python -m no_such_package.bench",
+            "fake": "tests.capture.test_bench:fake_benchmark",
+        },
+    )
     args = argparse.Namespace(which="all", device="cpu", frames=10, batch_size=None, repeats=1)
     assert bench.run(args) == 0
     out, err = capsys.readouterr()
@@ -29,4 +33,4 @@ def fake_benchmark(args) -> dict:
 
 def test_default_registry_names():
     assert {"capture", "render", "train", "blender"} <= set(bench.BENCHMARKS)
-    assert bench.BENCHMARKS["capture"] == "backend.bench:bench_capture"
+    assert bench.BENCHMARKS["capture"] == "backend.app.bench:bench_capture"

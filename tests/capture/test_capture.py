@@ -9,9 +9,9 @@ import time
 import numpy as np
 import pytest
 
-from backend.capture import CaptureOptions, capture, output_paths
-from backend.errors import BackendError
-from backend.take import SMOOTHED_KEYS, TAKE_KEYS, read_take
+from backend.capture.pipeline import CaptureOptions, capture, output_paths
+from emoca_contract.errors import EmocaError
+from emoca_contract.take import SMOOTHED_KEYS, TAKE_KEYS, read_take
 
 from .helpers import crop_centres, gap_clip
 
@@ -27,7 +27,7 @@ def nets():
     """The networks, loaded once for the module (capture() loads them itself when not given)."""
     import warnings
 
-    from backend.capture import load_networks
+    from backend.capture.pipeline import load_networks
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "UNTRAINED network": expected here
@@ -44,19 +44,34 @@ def folder(tmp_path_factory):
 @pytest.fixture(scope="module")
 def gap_capture(folder, nets):
     """Frames 1..19 of a clip whose face vanishes in frames 8-9 and 17-19; preview and plot too."""
-    from backend.footage.synthetic import ASTRONAUT_FACE_BOX
+    from backend.synthetic.clips import ASTRONAUT_FACE_BOX
 
     clip, tforms = gap_clip(folder / "astronaute.mp4", N_CLIP, GAP, TAIL)
     events, warnings = [], []
-    opts = CaptureOptions(device="cpu", batch_size=8, frames="1:20", max_gap=3,
-                          preview=str(folder / "aperçu.mp4"), plot=str(folder / "émotion.png"))
-    paths = capture(clip, folder / "prise.npz", opts, progress=lambda *a: events.append(a), warn=warnings.append,
-                    networks=nets)
-    centre = np.array([(ASTRONAUT_FACE_BOX[0] + ASTRONAUT_FACE_BOX[2]) / 2,
-                       (ASTRONAUT_FACE_BOX[1] + ASTRONAUT_FACE_BOX[3]) / 2, 1.0])
+    opts = CaptureOptions(
+        device="cpu",
+        batch_size=8,
+        frames="1:20",
+        max_gap=3,
+        preview=str(folder / "aperçu.mp4"),
+        plot=str(folder / "émotion.png"),
+    )
+    paths = capture(
+        clip, folder / "prise.npz", opts, progress=lambda *a: events.append(a), warn=warnings.append, networks=nets
+    )
+    centre = np.array(
+        [(ASTRONAUT_FACE_BOX[0] + ASTRONAUT_FACE_BOX[2]) / 2, (ASTRONAUT_FACE_BOX[1] + ASTRONAUT_FACE_BOX[3]) / 2, 1.0]
+    )
     truth = (tforms @ centre)[:, :2]
-    return {"paths": paths, "take": read_take(paths[0]), "events": events, "warnings": warnings, "clip": clip,
-            "truth": truth, "folder": folder}
+    return {
+        "paths": paths,
+        "take": read_take(paths[0]),
+        "events": events,
+        "warnings": warnings,
+        "clip": clip,
+        "truth": truth,
+        "folder": folder,
+    }
 
 
 def test_take_has_every_contract_field(gap_capture):
@@ -130,13 +145,14 @@ def test_emotion_and_model_landmarks_are_consistent(gap_capture):
 
 
 def test_smoothing_can_be_redone_from_raw(gap_capture):
-    from backend.footage.smooth import SmoothingOptions, smooth_channels
+    from backend.take.smoothing import SmoothingOptions, smooth_channels
 
     take = gap_capture["take"]
     meta = take.meta["smoothing"]
     raw = {k: take["raw_" + k] for k in SMOOTHED_KEYS}
-    redo = smooth_channels(raw, take["valid"], take.fps, SmoothingOptions(meta["method"], meta["strength"]),
-                           times=take["time"])
+    redo = smooth_channels(
+        raw, take["valid"], take.fps, SmoothingOptions(meta["method"], meta["strength"]), times=take["time"]
+    )
     for k in SMOOTHED_KEYS:
         np.testing.assert_allclose(redo[k], take[k], atol=1e-5, err_msg=k)
     assert not np.allclose(take["exp"], take["raw_exp"])  # smoothing did something
@@ -164,45 +180,46 @@ def test_progress_and_extras(gap_capture):
 
 def test_output_paths():
     assert output_paths("a/out.npz", "clip.mp4", [0], "largest")[0].name == "out.npz"
-    assert [p.name for p in output_paths("a/out.npz", "clip.mp4", [0, 3], "all")] == ["out_track0.npz",
-                                                                                     "out_track3.npz"]
+    assert [p.name for p in output_paths("a/out.npz", "clip.mp4", [0, 3], "all")] == [
+        "out_track0.npz",
+        "out_track3.npz",
+    ]
     assert output_paths("a/folder", "x/clip.mov", [1], 1)[0].as_posix() == "a/folder/clip.npz"
 
 
 def test_no_face_and_missing_track(tmp_path, nets):
-    from backend.footage.synthetic import make_no_face_clip
+    from backend.synthetic.clips import make_no_face_clip
 
     clip = make_no_face_clip(tmp_path / "vide.mp4", n_frames=10)
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         capture(clip.path, tmp_path / "out" / "t.npz", CaptureOptions(device="cpu"), networks=nets)
     assert e.value.code == "no_face" and "vide.mp4" in e.value.message
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
     src, _ = gap_clip(tmp_path / "a.mp4", n=6, gap=(), tail=0)
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         capture(src, tmp_path / "out" / "t.npz", CaptureOptions(device="cpu", face=4), networks=nets)
     assert e.value.code == "face_not_found"
     assert list((tmp_path / "out").iterdir()) == []
 
 
 def test_truncated_video(tmp_path, nets):
-    from backend.footage.synthetic import make_astronaut_clip, truncate_file
+    from backend.synthetic.clips import make_astronaut_clip, truncate_file
 
     clip = make_astronaut_clip(tmp_path / "full.mp4", n_frames=20)
     broken = truncate_file(clip.path, tmp_path / "cut.mp4", 0.2)
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         capture(broken, tmp_path / "t.npz", CaptureOptions(device="cpu"), networks=nets)
     assert e.value.code == "input_corrupt" and "cut.mp4" in e.value.message
     half = truncate_file(clip.path, tmp_path / "half.mp4", 0.5)
     warnings: list[str] = []
-    paths = capture(half, tmp_path / "t.npz", CaptureOptions(device="cpu"), warn=warnings.append,
-                    networks=nets)
+    paths = capture(half, tmp_path / "t.npz", CaptureOptions(device="cpu"), warn=warnings.append, networks=nets)
     take = read_take(paths[0])
     assert 0 < take.n_frames < 20 and take["valid"].all()
     assert any("truncated" in w for w in warnings) and any("truncated" in w for w in take.meta["warnings"])
 
 
 def test_cancel_mid_run_leaves_nothing(tmp_path, nets):
-    from backend.footage.synthetic import make_astronaut_clip
+    from backend.synthetic.clips import make_astronaut_clip
 
     clip = make_astronaut_clip(tmp_path / "long.mp4", n_frames=40, size=(320, 180), face_height=70)
     out = tmp_path / "out"
@@ -215,9 +232,15 @@ def test_cancel_mid_run_leaves_nothing(tmp_path, nets):
             cancel.set()
             seen.append(("cancel", time.perf_counter()))
 
-    with pytest.raises(BackendError) as e:
-        capture(clip.path, out / "t.npz", CaptureOptions(device="cpu", batch_size=4), progress=progress,
-                cancel=cancel, networks=nets)
+    with pytest.raises(EmocaError) as e:
+        capture(
+            clip.path,
+            out / "t.npz",
+            CaptureOptions(device="cpu", batch_size=4),
+            progress=progress,
+            cancel=cancel,
+            networks=nets,
+        )
     assert e.value.code == "cancelled"
     assert cancel.is_set()
     encoded = [s[0] for s in seen if s[-1] == "encode"]
@@ -227,11 +250,12 @@ def test_cancel_mid_run_leaves_nothing(tmp_path, nets):
 
 @pytest.mark.slow
 def test_two_faces_all_tracks_follow_their_faces(tmp_path, nets):
-    from backend.footage.synthetic import make_two_faces_clip
+    from backend.synthetic.clips import make_two_faces_clip
 
     clip = make_two_faces_clip(tmp_path / "deux.mp4", n_frames=30)
-    paths = capture(clip.path, tmp_path / "deux.npz", CaptureOptions(device="cpu", face="all", max_gap=0),
-                    networks=nets)
+    paths = capture(
+        clip.path, tmp_path / "deux.npz", CaptureOptions(device="cpu", face="all", max_gap=0), networks=nets
+    )
     assert [p.name for p in paths] == ["deux_track0.npz", "deux_track1.npz"]
     owners = []
     for p in paths:
@@ -251,12 +275,13 @@ def test_two_faces_all_tracks_follow_their_faces(tmp_path, nets):
 
 @pytest.mark.slow
 def test_several_faces_with_largest_says_which_was_kept(tmp_path, nets):
-    from backend.footage.synthetic import make_two_faces_clip
+    from backend.synthetic.clips import make_two_faces_clip
 
     clip = make_two_faces_clip(tmp_path / "deux.mp4", n_frames=20)
     said: list[str] = []
-    paths = capture(clip.path, tmp_path / "une.npz", CaptureOptions(device="cpu", face="largest"),
-                    networks=nets, warn=said.append)
+    paths = capture(
+        clip.path, tmp_path / "une.npz", CaptureOptions(device="cpu", face="largest"), networks=nets, warn=said.append
+    )
     assert len(paths) == 1
     note = [m for m in said if "faces were tracked" in m]
     assert len(note) == 1 and note[0].startswith("2 faces") and "face 'all'" in note[0]

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend import protocol
+from emoca_contract import protocol
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 300  # generous: the CI machine is slow and shared; no test asserts a duration
@@ -25,8 +25,14 @@ class Server:
 
     def __init__(self, *extra: str):
         env = dict(os.environ, PYTHONWARNINGS="ignore")
-        self.proc = subprocess.Popen([sys.executable, "-m", "backend", "serve", *extra], cwd=ROOT, env=env,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "backend", "serve", *extra],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         self.events: queue.Queue = queue.Queue()
         self.raw: list[bytes] = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -101,15 +107,22 @@ def test_protocol_errors_status_export_train_and_clean_exit(tmp_path):
 
 
 def test_capture_streams_progress_then_result_and_cancel_leaves_nothing(tmp_path):
-    from backend.footage.synthetic import make_astronaut_clip
+    from backend.synthetic.clips import make_astronaut_clip
 
     small = make_astronaut_clip(tmp_path / "petit é.mp4", n_frames=6, size=(320, 180), face_height=70)
     long = make_astronaut_clip(tmp_path / "long.mp4", n_frames=40, size=(320, 180), face_height=70)
     out = tmp_path / "sortie"
     s = Server()
     try:
-        s.send(protocol.make("capture", id="a", input=str(small.path), output=str(out / "a.npz"),
-                             options={"device": "cpu", "batch_size": 2, "smooth": "one_euro"}))
+        s.send(
+            protocol.make(
+                "capture",
+                id="a",
+                input=str(small.path),
+                output=str(out / "a.npz"),
+                options={"device": "cpu", "batch_size": 2, "smooth": "one_euro"},
+            )
+        )
         result, seen = s.until(lambda e: e["type"] in ("result", "error"))
         assert result["type"] == "result", result
         progress = [e for e in seen if e["type"] == "progress"]
@@ -117,12 +130,19 @@ def test_capture_streams_progress_then_result_and_cancel_leaves_nothing(tmp_path
         assert progress[-1]["done"] == progress[-1]["total"] == 6
         assert result["files"] == [str(out / "a.npz")] and (out / "a.npz").is_file()
         assert result["takes"][0]["frames"] == 6
-        from backend.take import read_take
+        from emoca_contract.take import read_take
 
         assert read_take(out / "a.npz").meta["smoothing"]["method"] == "one_euro"
 
-        s.send(protocol.make("capture", id="b", input=str(long.path), output=str(out / "b.npz"),
-                             options={"device": "cpu", "batch_size": 2}))
+        s.send(
+            protocol.make(
+                "capture",
+                id="b",
+                input=str(long.path),
+                output=str(out / "b.npz"),
+                options={"device": "cpu", "batch_size": 2},
+            )
+        )
         s.until(lambda e: e["type"] == "progress" and e["stage"] == "encode" and e["done"] > 0)
         t0 = time.perf_counter()
         s.send(protocol.make("cancel", id="b"))
@@ -139,20 +159,32 @@ def test_capture_streams_progress_then_result_and_cancel_leaves_nothing(tmp_path
 
 
 def test_stdin_close_cancels_running_job(tmp_path):
-    from backend.footage.synthetic import make_astronaut_clip
+    from backend.synthetic.clips import make_astronaut_clip
 
     clip = make_astronaut_clip(tmp_path / "c.mp4", n_frames=40, size=(320, 180), face_height=70)
     s = Server()
-    s.send(protocol.make("capture", id="c", input=str(clip.path), output=str(tmp_path / "o" / "c.npz"),
-                         options={"device": "cpu", "batch_size": 2}))
+    s.send(
+        protocol.make(
+            "capture",
+            id="c",
+            input=str(clip.path),
+            output=str(tmp_path / "o" / "c.npz"),
+            options={"device": "cpu", "batch_size": 2},
+        )
+    )
     s.until(lambda e: e["type"] == "progress" and e["stage"] == "encode" and e["done"] > 0)
     assert s.close() == 0
     assert not (tmp_path / "o").exists() or list((tmp_path / "o").iterdir()) == []
 
 
 def test_closed_stdout_exits_quietly():
-    proc = subprocess.Popen([sys.executable, "-m", "backend", "serve"], cwd=ROOT, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "backend", "serve"],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     proc.stdout.close()  # the reader went away
     proc.stdin.write(b'{"type": "status", "version": 1, "id": "s"}\n')
     proc.stdin.flush()
@@ -173,10 +205,11 @@ def _alive(pid: int) -> bool:
 def test_exits_when_parent_dies():
     # an intermediate parent starts the server on OUR stdin pipe (which stays open), waits until it answers a
     # status request (so it is up and knows its parent), then exits
-    code = ("import subprocess, sys; p = subprocess.Popen([sys.executable, '-m', 'backend', 'serve'], "
-            "stdin=sys.stdin, stdout=subprocess.PIPE); print(p.pid, flush=True); p.stdout.readline()")
-    parent = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE)
+    code = (
+        "import subprocess, sys; p = subprocess.Popen([sys.executable, '-m', 'backend', 'serve'], "
+        "stdin=sys.stdin, stdout=subprocess.PIPE); print(p.pid, flush=True); p.stdout.readline()"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     pid = int(parent.stdout.readline())
     parent.stdin.write(b'{"type": "status", "version": 1, "id": "s"}\n')
     parent.stdin.flush()
@@ -192,12 +225,27 @@ def test_exits_when_parent_dies():
 
 
 def test_capture_cli_json_errors(tmp_path):
-    from backend.footage.synthetic import make_no_face_clip
+    from backend.synthetic.clips import make_no_face_clip
 
     clip = make_no_face_clip(tmp_path / "vide.mp4", n_frames=6)
-    proc = subprocess.run([sys.executable, "-m", "backend", "capture", str(clip.path), "-o",
-                           str(tmp_path / "t.npz"), "--device", "cpu", "--progress", "json"], cwd=ROOT,
-                          capture_output=True, timeout=TIMEOUT)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "backend",
+            "capture",
+            str(clip.path),
+            "-o",
+            str(tmp_path / "t.npz"),
+            "--device",
+            "cpu",
+            "--progress",
+            "json",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=TIMEOUT,
+    )
     assert proc.returncode == 2
     events = [protocol.decode(line) for line in proc.stdout.decode().splitlines()]
     assert events[-1]["type"] == "error" and events[-1]["code"] == "no_face"

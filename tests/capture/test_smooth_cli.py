@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.take import SMOOTHED_KEYS, make_synthetic_take, read_take
+from backend.synthetic.take import make_synthetic_take
+from backend.take.writer import write_take
+from emoca_contract.take import SMOOTHED_KEYS, read_take
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,7 +21,7 @@ def _noisy_take(path: Path) -> Path:
     for k in SMOOTHED_KEYS:  # jitter on top of the smooth curves, as a real capture has
         take.arrays[k] = take.arrays[k] + rng.normal(0, 0.05, take.arrays[k].shape).astype(np.float32)
         take.arrays["raw_" + k] = take.arrays[k].copy()
-    return take.save(path)
+    return write_take(path, take.arrays, take.meta)
 
 
 def _jitter(x: np.ndarray) -> float:
@@ -31,8 +33,13 @@ def test_resmooth_then_turn_it_off_again(unicode_tmp):
     out = unicode_tmp / "lissée.npz"
 
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "backend", "smooth", *map(str, args)], cwd=ROOT,
-                              capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "backend", "smooth", *map(str, args)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     proc = run(src, "-o", out, "--smooth", "butterworth", "--smooth-strength", "0.8")
     assert proc.returncode == 0, proc.stderr

@@ -9,15 +9,10 @@ import zipfile
 import numpy as np
 import pytest
 
-from backend.errors import BackendError
-from backend.take import (
-    SMOOTHED_KEYS,
-    TAKE_KEYS,
-    TakeWriter,
-    make_synthetic_take,
-    read_take,
-    write_take,
-)
+from backend.synthetic.take import make_synthetic_take
+from backend.take.writer import TakeWriter, write_take
+from emoca_contract.errors import EmocaError
+from emoca_contract.take import SMOOTHED_KEYS, TAKE_KEYS, read_take
 
 
 def _row_keys(take):
@@ -25,8 +20,24 @@ def _row_keys(take):
 
 
 def test_contract_lists_every_documented_key():
-    documented = {"frame", "time", "valid", "interpolated", "confidence", "shape", "exp", "global_pose", "jaw_pose",
-                  "cam", "crop", "landmarks", "detected_landmarks", "valence", "arousal", "expression"}
+    documented = {
+        "frame",
+        "time",
+        "valid",
+        "interpolated",
+        "confidence",
+        "shape",
+        "exp",
+        "global_pose",
+        "jaw_pose",
+        "cam",
+        "crop",
+        "landmarks",
+        "detected_landmarks",
+        "valence",
+        "arousal",
+        "expression",
+    }
     documented |= {"raw_" + k for k in ("exp", "global_pose", "jaw_pose", "cam", "valence", "arousal", "expression")}
     assert set(TAKE_KEYS) == documented
     assert TAKE_KEYS["crop"] == (("N", 3, 3), "float32")
@@ -69,7 +80,7 @@ def test_write_take_validates(tmp_path, change, message):
         write_take(tmp_path / "t.npz", arrays, take.meta)
         assert read_take(tmp_path / "t.npz")["exp"].dtype == np.float32
         return
-    with pytest.raises(BackendError, match=message):
+    with pytest.raises(EmocaError, match=message):
         write_take(tmp_path / "t.npz", arrays, take.meta)
     assert list(tmp_path.iterdir()) == []  # nothing written, not even a partial file
 
@@ -78,20 +89,20 @@ def test_read_take_refuses_newer_major_and_other_files(tmp_path):
     take = make_synthetic_take(5)
     take.meta["version"] = 2
     write_take(tmp_path / "v2.npz", take.arrays, take.meta)
-    with pytest.raises(BackendError, match="version 2") as e:
+    with pytest.raises(EmocaError, match="version 2") as e:
         read_take(tmp_path / "v2.npz")
     assert e.value.code == "input_unsupported"
     take.meta.update(version="1.3")  # a newer minor version is read
     write_take(tmp_path / "v13.npz", take.arrays, take.meta)
     assert read_take(tmp_path / "v13.npz").n_frames == 5
     np.savez(tmp_path / "rig.npz", meta=np.array(json.dumps({"format": "emoca-rig", "version": 1})))
-    with pytest.raises(BackendError, match="emoca-rig"):
+    with pytest.raises(EmocaError, match="emoca-rig"):
         read_take(tmp_path / "rig.npz")
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         read_take(tmp_path / "junk.npz")
     assert e.value.code == "input_corrupt"
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         read_take(tmp_path / "missing.npz")
     assert e.value.code == "input_missing"
 
@@ -137,7 +148,7 @@ def test_writer_abort_leaves_nothing(tmp_path):
     # a finalize that fails validation (no frame/time columns) leaves no take either
     w3 = TakeWriter(tmp_path / "c.npz", take.meta)
     w3.append_rows({k: v for k, v in _row_keys(take).items()})
-    with pytest.raises(BackendError, match="missing"):
+    with pytest.raises(EmocaError, match="missing"):
         w3.finalize({})
     assert not (tmp_path / "c.npz").exists() and not (tmp_path / "c.npz.partial").exists()
     w3.abort()

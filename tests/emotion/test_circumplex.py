@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backend.errors import BackendError
+from emoca_contract.errors import EmocaError
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch
@@ -76,8 +76,8 @@ def test_documented_table_matches_the_code():
 def test_unknown_class_and_bad_shapes_are_refused():
     from backend.models.emotion import circumplex_va
 
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         circumplex_va(torch.ones(1, 2), ["Happy", "Bored"])
     assert e.value.code == "config_invalid" and "Bored" in e.value.message
-    with pytest.raises(BackendError):
+    with pytest.raises(EmocaError):
         circumplex_va(torch.ones(1, 3), ["Happy", "Sad"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from backend.errors import BackendError
+from emoca_contract.errors import EmocaError
 from tests.fixtures import emotion_files as ef
 
 torch = pytest.importorskip("torch")
@@ -86,7 +86,7 @@ def test_loss_keys_are_ignored_and_anything_else_is_strict(resnet_folder):
     del bad["backbone.layer3.2.bn2.running_var"]
     bad["backbone.extra.weight"] = torch.zeros(1)
     bad["linear.weight"] = torch.zeros(7, 2048)
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         _strict_load(net, bad, resnet_folder[1])
     msg = e.value.message
     assert e.value.code == "checkpoint_mismatch"
@@ -99,7 +99,7 @@ def test_head_size_comes_from_the_config(resnet_folder, tmp_path):
     from backend.models.emotion import load_emotion_model
 
     ef.link_checkpoint(resnet_folder[1], tmp_path / "seven", ef.resnet50_cfg(n_expression=7))
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         load_emotion_model(tmp_path / "seven")
     assert e.value.code == "checkpoint_mismatch" and "linear.weight" in e.value.message
 
@@ -110,7 +110,7 @@ def test_reconstruction_config_with_the_same_keys_is_not_loaded(resnet_folder, t
     from backend.models.emotion import load_emotion_model
 
     ef.link_checkpoint(resnet_folder[1], tmp_path / "emoca", ef.emoca_reconstruction_cfg())
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         load_emotion_model(tmp_path / "emoca")
     assert e.value.code == "config_invalid" and "reconstruction" in e.value.message
 
@@ -119,7 +119,7 @@ def test_torchvision_backbone_config_is_not_loaded_as_caffe(resnet_folder, tmp_p
     from backend.models.emotion import load_emotion_model
 
     ef.link_checkpoint(resnet_folder[1], tmp_path / "tv", ef.resnet50_cfg(backbone="resnet50_torchvision"))
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         load_emotion_model(tmp_path / "tv")
     assert e.value.code == "config_invalid" and "torchvision" in e.value.message
 
@@ -137,7 +137,7 @@ def test_unknown_architectures_say_what_is_supported(resnet_folder, tmp_path, ov
     from backend.models.emotion import load_emotion_model
 
     ef.link_checkpoint(resnet_folder[1], tmp_path / "x", ef.resnet50_cfg(**overrides))
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         load_emotion_model(tmp_path / "x")
     assert e.value.code == "config_invalid"
     assert what in e.value.message and "EmoDECA" in e.value.hint and "ResNet-50" in e.value.hint
@@ -148,11 +148,11 @@ def test_mislabelled_configs_are_refused(resnet_folder, emodeca_folder, tmp_path
     from backend.models.emotion import load_emotion_model
 
     ef.link_checkpoint(resnet_folder[1], tmp_path / "a", ef.emodeca_cfg())
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         load_emotion_model(tmp_path / "a")
     assert e.value.code == "checkpoint_mismatch" and "mlp.model.0.weight" in e.value.message
     ef.link_checkpoint(emodeca_folder[1], tmp_path / "b", ef.resnet50_cfg())
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         load_emotion_model(tmp_path / "b")
     assert e.value.code == "checkpoint_mismatch" and "backbone.conv1.weight" in e.value.message
 
@@ -185,10 +185,10 @@ def test_emodeca_folder_reproduces_an_independent_instance(emodeca_folder):
     jaw = dict(codes, pose=codes["pose"] + torch.tensor([0, 0, 0, 0.5, 0, 0]))
     assert not torch.allclose(model.predict(None, jaw)["valence"], pred["valence"])
 
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         model.predict(torch.rand(1, 3, 224, 224))
     assert e.value.code == "config_invalid" and "shape" in e.value.message
-    with pytest.raises(BackendError):
+    with pytest.raises(EmocaError):
         model.features(torch.rand(1, 3, 224, 224))
 
 
@@ -218,14 +218,14 @@ def test_fer_features_carry_gradients(fer_model, astronaut_tensor):
 def test_bad_inputs_are_refused(fer_model, tmp_path):
     from backend.models.emotion import load_emotion_model
 
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         fer_model.predict(torch.rand(2, 224, 224))
     assert e.value.code == "config_invalid"
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         load_emotion_model(tmp_path / "nope")
     assert e.value.code == "input_missing"
     (tmp_path / "empty").mkdir()
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         load_emotion_model(tmp_path / "empty")
     assert e.value.code == "asset_missing" and "cfg.yaml" in e.value.message
 
@@ -262,7 +262,7 @@ def test_a_checkpoint_with_code_objects_is_refused(tmp_path):
     obj = torch.load(ckpt, weights_only=False)
     obj["callbacks"] = {"cb": Arbitrary()}
     torch.save(obj, ckpt)
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         load_emotion_model(folder)
     assert e.value.code == "unsafe_file" and str(ckpt) in e.value.message
 
@@ -300,6 +300,6 @@ def test_config_reading_rules():
         ef.resnet50_cfg(n_expression=11),
         ef.resnet50_cfg(backbone="resnet101"),
     ):
-        with pytest.raises(BackendError) as e:
+        with pytest.raises(EmocaError) as e:
             emotion_arch_from_cfg(bad)
         assert e.value.code == "config_invalid"

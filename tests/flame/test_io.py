@@ -7,8 +7,8 @@ import pickle
 import numpy as np
 import pytest
 
-from backend.errors import BackendError
 from backend.flame.io import ChStub, load_flame, restricted_load
+from emoca_contract.errors import EmocaError
 from tests.fixtures.flame_files import FLAME_FACES, FLAME_VERTICES, write_flame_pkl, write_malicious_pickle
 
 
@@ -86,7 +86,7 @@ def test_malicious_pickle_refused(tmp_path, kind):
     marker = tmp_path / "pwned"
     path = tmp_path / "generic_model.pkl"
     write_malicious_pickle(path, marker, kind)
-    with pytest.raises(BackendError) as err:
+    with pytest.raises(EmocaError) as err:
         load_flame(path, cache_dir=tmp_path / "cache")
     assert err.value.code == "unsafe_file"
     assert str(path) in err.value.message
@@ -102,7 +102,7 @@ def test_wrong_shape_names_field_and_expectation(tmp_path):
     d["v_template"] = d["v_template"].value
     d["J_regressor"] = d["J_regressor"].toarray()
     (tmp_path / "bad.pkl").write_bytes(pickle.dumps(d, protocol=2))
-    with pytest.raises(BackendError) as err:
+    with pytest.raises(EmocaError) as err:
         load_flame(tmp_path / "bad.pkl", cache_dir=tmp_path / "cache")
     assert err.value.code == "asset_invalid"
     assert "posedirs" in err.value.message and "60x3x36" in err.value.message and "(60, 3, 35)" in err.value.message
@@ -110,10 +110,10 @@ def test_wrong_shape_names_field_and_expectation(tmp_path):
 
 
 def test_missing_and_garbage_files(tmp_path):
-    with pytest.raises(BackendError) as err:
+    with pytest.raises(EmocaError) as err:
         load_flame(tmp_path / "nope.pkl")
     assert err.value.code == "asset_missing"
     (tmp_path / "junk.pkl").write_bytes(b"this is not a pickle")
-    with pytest.raises(BackendError) as err:
+    with pytest.raises(EmocaError) as err:
         load_flame(tmp_path / "junk.pkl", cache_dir=tmp_path / "cache")
     assert err.value.code == "asset_invalid" and "junk.pkl" in err.value.message

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.errors import BackendError
 from backend.flame.landmarks import (
     dynamic_bin,
     load_landmark_embedding,
     load_mediapipe_embedding,
     load_ringnet_embedding,
 )
+from emoca_contract.errors import EmocaError
 from tests.fixtures.flame_files import (
     write_landmark_embedding,
     write_malicious_embedding,
@@ -75,7 +75,7 @@ def test_deca_embedding_with_numpy_entries(tmp_path):
 def test_malicious_embedding_refused(tmp_path, kind):
     marker = tmp_path / "pwned"
     write_malicious_embedding(tmp_path / "landmark_embedding.npy", marker, kind)
-    with pytest.raises(BackendError) as err:
+    with pytest.raises(EmocaError) as err:
         load_landmark_embedding(tmp_path / "landmark_embedding.npy")
     assert err.value.code == "unsafe_file" and "landmark_embedding.npy" in err.value.message
     assert not marker.exists()
@@ -85,7 +85,7 @@ def test_embedding_missing_key(tmp_path):
     a = write_landmark_embedding(tmp_path / "lmk.npy", torch_entries=False)
     del a["full_lmk_faces_idx"]
     np.save(tmp_path / "lmk2.npy", np.array(a, dtype=object), allow_pickle=True)
-    with pytest.raises(BackendError) as err:
+    with pytest.raises(EmocaError) as err:
         load_landmark_embedding(tmp_path / "lmk2.npy")
     assert err.value.code == "asset_invalid" and "full_lmk_faces_idx" in err.value.message
 
@@ -128,7 +128,7 @@ def test_exploit_inside_a_tensor_storage_refused(tmp_path):
     marker = tmp_path / "pwned"
     write_malicious_storage_embedding(tmp_path / "landmark_embedding.npy", marker)
     assert b"torch.storage" in (tmp_path / "landmark_embedding.npy").read_bytes()
-    with pytest.raises(BackendError) as err:
+    with pytest.raises(EmocaError) as err:
         load_landmark_embedding(tmp_path / "landmark_embedding.npy")
     assert err.value.code == "unsafe_file" and "landmark_embedding.npy" in err.value.message
     assert "system" in err.value.message

@@ -9,7 +9,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from backend.flame.landmarks import LandmarkEmbedding
-from backend.flame.synthetic import synthetic_head, synthetic_landmark_embedding
+from backend.synthetic.head import synthetic_head, synthetic_landmark_embedding
 
 pytestmark = pytest.mark.torch
 

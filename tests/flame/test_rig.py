@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.errors import BackendError
-from backend.flame.rig import read_rig, write_rig
-from backend.flame.synthetic import NAME, synthetic_head, synthetic_landmark_embedding
+from backend.flame.rig import write_rig
+from backend.synthetic.head import NAME, synthetic_head, synthetic_landmark_embedding
+from emoca_contract.errors import EmocaError
+from emoca_contract.rig import read_rig
 from tests.fixtures.flame_files import write_flame_pkl, write_head_template_obj, write_landmark_embedding
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,18 +80,18 @@ def test_newer_version_and_pickles_refused(tmp_path):
     meta["version"] = 2
     data["meta"] = np.array(json.dumps(meta))
     np.savez(tmp_path / "newer.npz", **data)
-    with pytest.raises(BackendError) as err:
+    with pytest.raises(EmocaError) as err:
         read_rig(tmp_path / "newer.npz")
     assert err.value.code == "asset_invalid" and "newer" in err.value.message
     data["meta"] = np.array({"x": 1}, dtype=object)
     np.savez(tmp_path / "pickled.npz", **data)
-    with pytest.raises(BackendError) as err:
+    with pytest.raises(EmocaError) as err:
         read_rig(tmp_path / "pickled.npz")
     assert err.value.code == "unsafe_file"
     del data["weights"]
     data["meta"] = np.array(json.dumps(meta))
     np.savez(tmp_path / "missing.npz", **data)
-    with pytest.raises(BackendError, match="weights"):
+    with pytest.raises(EmocaError, match="weights"):
         read_rig(tmp_path / "missing.npz")
 
 
@@ -152,6 +153,6 @@ def test_obj_uvs_must_match_the_model_faces(tmp_path):
     got_uvs, got_faces = read_obj_uvs(tmp_path / "head_template.obj", head.faces)
     np.testing.assert_allclose(got_uvs, uvs, atol=1e-6)
     np.testing.assert_array_equal(got_faces, uv_faces)
-    with pytest.raises(BackendError) as err:
+    with pytest.raises(EmocaError) as err:
         read_obj_uvs(tmp_path / "head_template.obj", head.faces[::-1])
     assert err.value.code == "asset_invalid" and "head_template.obj" in err.value.message

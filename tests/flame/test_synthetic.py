@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from backend.flame.landmarks import MEDIAPIPE_TO_68
-from backend.flame.synthetic import (
+from backend.synthetic.head import (
     EXPRESSION_NAMES,
     NAME,
     render_preview,
@@ -163,7 +163,7 @@ def test_texture_is_the_astronaut():
 @pytest.mark.slow
 def test_asset_reproduces(tmp_path, head):
     pytest.importorskip("mediapipe")
-    from backend.flame.synthetic import _load_asset, build_face_asset
+    from backend.synthetic.head import _load_asset, build_face_asset
 
     fresh = _load_asset(build_face_asset(tmp_path / "face.npz"))
     shipped = _load_asset()
@@ -177,8 +177,8 @@ def test_numpy_only_environment():
     code = (
         "import sys\n"
         "for m in ('torch', 'scipy', 'cv2', 'mediapipe'): sys.modules[m] = None\n"
-        "from backend.flame.synthetic import synthetic_head, synthetic_landmark_embedding\n"
-        "from backend.flame.rig import write_rig, read_rig\n"
+        "from backend.synthetic.head import synthetic_head, synthetic_landmark_embedding\n"
+        "from backend.flame.rig import write_rig\nfrom emoca_contract.rig import read_rig\n"
         "import tempfile, os\n"
         "h = synthetic_head(); e = synthetic_landmark_embedding(h)\n"
         "p = os.path.join(tempfile.mkdtemp(), 'r.npz'); write_rig(p, h, e)\n"

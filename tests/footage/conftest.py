@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from backend.footage import synthetic
+from backend.synthetic import clips as synthetic
 
 
 @pytest.fixture(scope="session")

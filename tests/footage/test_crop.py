@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from skimage.transform import SimilarityTransform, estimate_transform, warp
 
-from backend.footage import synthetic
 from backend.footage.crop import (
     box_from_landmarks,
     crop_transform,
@@ -17,6 +16,7 @@ from backend.footage.crop import (
     transform_points,
     warp_crop,
 )
+from backend.synthetic import clips as synthetic
 
 
 def test_kpt68_box_rule():
@@ -39,8 +39,13 @@ def test_bbox_rule_shifts_the_centre_down():
 
 def _official_tform(center, size, scale=1.25):
     side = int(size * scale)
-    src = np.array([[center[0] - side / 2, center[1] - side / 2], [center[0] - side / 2, center[1] + side / 2],
-                    [center[0] + side / 2, center[1] - side / 2]])
+    src = np.array(
+        [
+            [center[0] - side / 2, center[1] - side / 2],
+            [center[0] - side / 2, center[1] + side / 2],
+            [center[0] + side / 2, center[1] - side / 2],
+        ]
+    )
     return estimate_transform("similarity", src, np.array([[0, 0], [0, 223], [223, 0]])).params
 
 
@@ -61,8 +66,9 @@ def test_similarity_estimator_matches_skimage_with_rotation_and_noise():
     src = rng.normal(size=(7, 2)) * 40 + 100
     r = np.array([[np.cos(0.4), -np.sin(0.4)], [np.sin(0.4), np.cos(0.4)]]) * 1.7
     dst = src @ r.T + [12, -5] + rng.normal(size=(7, 2))
-    np.testing.assert_allclose(estimate_similarity(src, dst), estimate_transform("similarity", src, dst).params,
-                               atol=1e-9)
+    np.testing.assert_allclose(
+        estimate_similarity(src, dst), estimate_transform("similarity", src, dst).params, atol=1e-9
+    )
 
 
 def _skimage_crop(image, tform, order=1):
@@ -73,9 +79,10 @@ def test_warp_matches_skimage_on_noise():
     """Uniform noise is the worst case for cv2's 1/32-px position quantisation; tolerance: mean < 1 level."""
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (360, 640, 3), dtype=np.uint8)
-    for t in (crop_transform(np.array([300.3, 170.7]), 151.37),
-              estimate_similarity(rng.normal(size=(4, 2)) * 50 + 200,
-                                  rng.normal(size=(4, 2)) * 50 + 110)):  # rotated, arbitrary scale
+    for t in (
+        crop_transform(np.array([300.3, 170.7]), 151.37),
+        estimate_similarity(rng.normal(size=(4, 2)) * 50 + 200, rng.normal(size=(4, 2)) * 50 + 110),
+    ):  # rotated, arbitrary scale
         ours = warp_crop(image, t).astype(np.float64)
         ref = _skimage_crop(image, t)
         assert ours.shape == (224, 224, 3)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backend.errors import BackendError
-from backend.footage import synthetic
 from backend.footage.crop import transform_points
 from backend.footage.detect import (
     FAN_FILES,
@@ -17,6 +15,8 @@ from backend.footage.detect import (
     make_detector,
 )
 from backend.footage.video import open_footage
+from backend.synthetic import clips as synthetic
+from emoca_contract.errors import EmocaError
 
 
 def test_mediapipe_tracks_the_astronaut_within_a_few_pixels(astronaut_clip, mp_reference):
@@ -84,13 +84,13 @@ def test_mediapipe_to_68_table_is_mirror_consistent():
 
 def test_fan_without_weights_names_the_files(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         FanDetector()
     assert e.value.code == "asset_missing"
     for name in FAN_FILES.values():
         assert name in e.value.message and name in e.value.hint
     assert str(tmp_path / "torch" / "hub" / "checkpoints") in e.value.hint
-    with pytest.raises(BackendError):
+    with pytest.raises(EmocaError):
         make_detector("fan")
 
 
@@ -100,6 +100,6 @@ def test_make_detector_names():
         assert isinstance(det, MediaPipeDetector) and det.max_faces == 2 and det.tracking
     finally:
         det.close()
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         make_detector("dlib")
     assert e.value.code == "config_invalid"

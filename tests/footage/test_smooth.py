@@ -5,19 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backend.errors import BackendError
-from backend.footage.smooth import (
+from backend.take.smoothing import (
     CUTOFF_RANGE,
     GroupOverride,
     OneEuroFilter,
     SmoothingOptions,
-    axis_angle_to_quat,
     butterworth,
     interpolate_gaps,
     one_euro,
-    quat_to_axis_angle,
     smooth_channels,
 )
+from emoca_contract.errors import EmocaError
+from emoca_contract.rotations import axis_angle_to_quat, quat_to_axis_angle
 
 FPS = 30.0
 
@@ -98,7 +97,7 @@ def test_strength_mapping():
 
 @pytest.mark.parametrize("kwargs", [dict(method="gauss"), dict(strength=1.5), dict(groups={"nose": GroupOverride()})])
 def test_options_validation(kwargs):
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         SmoothingOptions(**kwargs)
     assert e.value.code == "config_invalid"
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backend.errors import BackendError
 from backend.footage.detect import MediaPipeDetector
 from backend.footage.track import FaceTracker, TrackSummary, box_iou, select_tracks
 from backend.footage.video import open_footage
+from emoca_contract.errors import EmocaError
 
 
 def test_box_iou():
@@ -76,8 +76,11 @@ def test_real_faces_crossing_keep_their_ids(two_faces_clip):
 
 
 def _summary():
-    return [TrackSummary(0, 0, 99, 100, 5000.0, 1.0), TrackSummary(1, 10, 99, 90, 9000.0, 1.0),
-            TrackSummary(2, 50, 52, 3, 20000.0, 1.0)]
+    return [
+        TrackSummary(0, 0, 99, 100, 5000.0, 1.0),
+        TrackSummary(1, 10, 99, 90, 9000.0, 1.0),
+        TrackSummary(2, 50, 52, 3, 20000.0, 1.0),
+    ]
 
 
 def test_select_tracks():
@@ -90,12 +93,12 @@ def test_select_tracks():
 
 
 def test_select_tracks_errors():
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         select_tracks(_summary(), 3)
     assert e.value.code == "face_not_found" and "3 face track" in e.value.message
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         select_tracks([], "largest")
     assert e.value.code == "no_face"
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         select_tracks(_summary(), "biggest")
     assert e.value.code == "config_invalid"

@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backend.errors import BackendError
-from backend.footage import synthetic
 from backend.footage.video import (
     FrameRange,
     natural_key,
@@ -16,6 +14,8 @@ from backend.footage.video import (
     read_image,
     rotate_image,
 )
+from backend.synthetic import clips as synthetic
+from emoca_contract.errors import EmocaError
 
 
 def _read_all(path, frames=None, **kw):
@@ -31,10 +31,18 @@ def _read_all(path, frames=None, **kw):
 # --- FrameRange -------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("", (0, None, 1)), ("10:", (10, None, 1)), (":100", (0, 100, 1)), ("::2", (0, None, 2)),
-    ("5:50:5", (5, 50, 5)), ("7", (7, None, 1)), (" 3 : 9 : 2 ", (3, 9, 2)),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("", (0, None, 1)),
+        ("10:", (10, None, 1)),
+        (":100", (0, 100, 1)),
+        ("::2", (0, None, 2)),
+        ("5:50:5", (5, 50, 5)),
+        ("7", (7, None, 1)),
+        (" 3 : 9 : 2 ", (3, 9, 2)),
+    ],
+)
 def test_frame_range_parse(text, expected):
     r = FrameRange.parse(text)
     assert (r.start, r.stop, r.step) == expected
@@ -42,7 +50,7 @@ def test_frame_range_parse(text, expected):
 
 @pytest.mark.parametrize("text", ["a:b", "1:2:3:4", "::0", "-5:", "1.5:"])
 def test_frame_range_rejects_bad_text(text):
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         FrameRange.parse(text)
     assert e.value.code == "config_invalid"
 
@@ -108,8 +116,9 @@ def test_10bit_decodes_to_8bit_rgb(clip_dir):
 
 @pytest.mark.parametrize("rotation", [90, 180, 270])
 def test_display_rotation_is_applied(clip_dir, rotation):
-    clip = synthetic.make_astronaut_clip(clip_dir / f"rot{rotation}.mp4", n_frames=4, size=(320, 180),
-                                         rotation=rotation)
+    clip = synthetic.make_astronaut_clip(
+        clip_dir / f"rot{rotation}.mp4", n_frames=4, size=(320, 180), rotation=rotation
+    )
     frames, info, *_ = _read_all(clip.path)
     expected, _ = synthetic.render_astronaut_frames(4, (320, 180), "pan")
     assert info.rotation == rotation
@@ -183,7 +192,7 @@ def test_corrupt_image_in_sequence_is_skipped_with_warning(tmp_path):
 
 
 def _code(path, frames=None):
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         open_footage(path, frames)
     assert str(path.name if hasattr(path, "name") else path) in e.value.message
     return e.value.code
@@ -254,8 +263,16 @@ def test_truncated_mp4_with_index_at_the_end_is_corrupt(clip_dir, tmp_path):
 
 
 def test_rotation_snapping():
-    assert [normalize_rotation(a) for a in (0, 89.6, -90, 180, -180, 270, 360, 450)] == [0, 90, 270, 180, 180,
-                                                                                          270, 0, 90]
+    assert [normalize_rotation(a) for a in (0, 89.6, -90, 180, -180, 270, 360, 450)] == [
+        0,
+        90,
+        270,
+        180,
+        180,
+        270,
+        0,
+        90,
+    ]
 
 
 def test_corrupt_packets_mid_stream_are_skipped(counter_clip, tmp_path):
@@ -263,7 +280,7 @@ def test_corrupt_packets_mid_stream_are_skipped(counter_clip, tmp_path):
     data = bytearray(counter_clip.path.read_bytes())
     rng = np.random.default_rng(0)
     for pos, size in packets[30:32]:
-        data[pos:pos + size] = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
+        data[pos : pos + size] = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
     p = tmp_path / "glitch.mp4"
     p.write_bytes(bytes(data))
     frames, _, warnings, n_errors, _ = _read_all(p)

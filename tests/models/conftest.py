@@ -37,8 +37,9 @@ def emoca_assets(tmp_path_factory) -> EmocaAssets:
     flame = load_flame(geometry / "generic_model.pkl", cache_dir=root / "cache")
     folder = ck.write_emoca_folder(root / "EMOCA" / "models", network, flame, name="EMOCA")
     tar = ck.write_deca_tar(root / "DECA" / "data" / "deca_model.tar", network)
-    yield EmocaAssets(root, network, flame, geometry / "generic_model.pkl", geometry / "landmark_embedding.npy",
-                      folder, tar)
+    yield EmocaAssets(
+        root, network, flame, geometry / "generic_model.pkl", geometry / "landmark_embedding.npy", folder, tar
+    )
     shutil.rmtree(root, ignore_errors=True)  # ~0.8 GB: do not leave it in pytest's retained temp dirs
 
 
@@ -47,5 +48,6 @@ def deca_folder(emoca_assets) -> Path:
     """An official DECA-format model folder (deca_class DECA, no E_expression keys), same weights."""
     from tests.fixtures import checkpoints as ck
 
-    return ck.write_emoca_folder(emoca_assets.root / "EMOCA" / "models", emoca_assets.network, emoca_assets.flame,
-                                 name="DECA", kind="deca")
+    return ck.write_emoca_folder(
+        emoca_assets.root / "EMOCA" / "models", emoca_assets.network, emoca_assets.flame, name="DECA", kind="deca"
+    )

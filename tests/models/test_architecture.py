@@ -6,11 +6,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from backend.errors import BackendError  # noqa: E402
 from backend.models.detail import DetailGenerator  # noqa: E402
 from backend.models.emoca import EmocaConfig, EmocaNet  # noqa: E402
 from backend.models.encoders import ResnetEncoder, SecondHeadResnet  # noqa: E402
 from backend.models.resnet import ResNet50  # noqa: E402
+from emoca_contract.errors import EmocaError  # noqa: E402
 from tests.fixtures.checkpoints import ckpt_network_keys, official_keys  # noqa: E402
 
 pytestmark = pytest.mark.torch
@@ -66,7 +66,11 @@ def test_parameter_counts_match_spec():
     net = EmocaNet(EmocaConfig.emoca())
     assert round(count(ResNet50()), 2) == 23.51
     assert [round(count(m), 2) for m in (net.E_flame, net.E_expression, net.E_detail, net.D_detail)] == [
-        25.85, 25.66, 25.74, 1.77]
+        25.85,
+        25.66,
+        25.74,
+        1.77,
+    ]
 
 
 def test_resnet_is_torchvision_style():
@@ -98,8 +102,15 @@ def test_encode_shapes_and_split():
         raw = net.E_flame(images)
         disp = net.decode_detail(codes)
     shapes = {k: tuple(v.shape) for k, v in codes.items()}
-    assert shapes == {"shape": (1, 100), "tex": (1, 50), "exp": (1, 50), "pose": (1, 6), "cam": (1, 3),
-                      "light": (1, 9, 3), "detail": (1, 128)}
+    assert shapes == {
+        "shape": (1, 100),
+        "tex": (1, 50),
+        "exp": (1, 50),
+        "pose": (1, 6),
+        "cam": (1, 3),
+        "light": (1, 9, 3),
+        "detail": (1, 128),
+    }
     # the 236-d order: shape | tex | exp | pose | cam | light (exp comes from E_expression instead)
     torch.testing.assert_close(codes["shape"], raw[:, :100])
     torch.testing.assert_close(codes["tex"], raw[:, 100:150])
@@ -114,8 +125,9 @@ def test_encode_shapes_and_split():
 
 @pytest.mark.parametrize(("jaw", "glob", "n"), [(True, False, 53), (False, True, 53), (True, True, 56)])
 def test_expression_pose_flags(jaw, glob, n):
-    cfg = EmocaConfig(deca_class="ExpDECA", expression_backbone="deca_clone", exp_deca_jaw_pose=jaw,
-                      exp_deca_global_pose=glob)
+    cfg = EmocaConfig(
+        deca_class="ExpDECA", expression_backbone="deca_clone", exp_deca_jaw_pose=jaw, exp_deca_global_pose=glob
+    )
     net = EmocaNet(cfg)
     assert net.E_expression.layers[2].out_features == n
     codes = {"exp": torch.zeros(1, 50), "pose": torch.arange(6.0)[None]}
@@ -147,8 +159,12 @@ def emoca_cfg(**model):
 def test_from_cfg_prefers_detail_and_reads_sizes():
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.create({"coarse": {"model": emoca_cfg(mode="coarse", n_detail=64)},
-                            "detail": {"model": emoca_cfg(mode="detail", exp_deca_jaw_pose=True)}})
+    cfg = OmegaConf.create(
+        {
+            "coarse": {"model": emoca_cfg(mode="coarse", n_detail=64)},
+            "detail": {"model": emoca_cfg(mode="detail", exp_deca_jaw_pose=True)},
+        }
+    )
     c = EmocaConfig.from_cfg(cfg)
     assert (c.stage, c.mode, c.exp_deca_jaw_pose, c.n_detail, c.n_exp_param) == ("detail", "detail", True, 128, 53)
     c = EmocaConfig.from_cfg(OmegaConf.create({"coarse": {"model": emoca_cfg(mode="coarse", n_detail=64)}}))
@@ -157,18 +173,21 @@ def test_from_cfg_prefers_detail_and_reads_sizes():
     assert c.expression_backbone is None and not c.has_expression
 
 
-@pytest.mark.parametrize(("model", "needle"), [
-    ({"expression_backbone": "emonet_trainable"}, "expression_backbone"),
-    ({"expression_backbone": "emonet_static"}, "deprecated"),
-    ({"expression_backbone": "swin"}, "expression_backbone"),
-    ({"e_flame_type": "swin_base"}, "e_flame_type"),
-    ({"deca_class": "EMICA"}, "deca_class"),
-    ({"detail_conditioning": ["jawpose", "identity"]}, "detail_conditioning"),
-    ({"exp_deca_jaw_pose": "maybe"}, "exp_deca_jaw_pose"),
-    ({"n_exp": "fifty"}, "n_exp"),
-])
+@pytest.mark.parametrize(
+    ("model", "needle"),
+    [
+        ({"expression_backbone": "emonet_trainable"}, "expression_backbone"),
+        ({"expression_backbone": "emonet_static"}, "deprecated"),
+        ({"expression_backbone": "swin"}, "expression_backbone"),
+        ({"e_flame_type": "swin_base"}, "e_flame_type"),
+        ({"deca_class": "EMICA"}, "deca_class"),
+        ({"detail_conditioning": ["jawpose", "identity"]}, "detail_conditioning"),
+        ({"exp_deca_jaw_pose": "maybe"}, "exp_deca_jaw_pose"),
+        ({"n_exp": "fifty"}, "n_exp"),
+    ],
+)
 def test_from_cfg_rejects_unsupported(model, needle):
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         EmocaConfig.from_cfg({"detail": {"model": emoca_cfg(**model)}}, source="EMOCA/cfg.yaml")
     assert e.value.code == "config_invalid"
     assert needle in e.value.message and "EMOCA/cfg.yaml" in e.value.message

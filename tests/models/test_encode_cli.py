@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from backend.cli import main  # noqa: E402
+from backend.app.cli import main  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
@@ -36,8 +36,9 @@ def load(path):
 
 def test_crop_none(astronaut, capsys):
     out_path = astronaut.parent / "out none.npz"
-    assert main(["encode", str(astronaut), str(astronaut), "-o", str(out_path), "--crop", "none",
-                 "--device", "cpu"]) == 0
+    assert (
+        main(["encode", str(astronaut), str(astronaut), "-o", str(out_path), "--crop", "none", "--device", "cpu"]) == 0
+    )
     err = capsys.readouterr().err
     assert "UNTRAINED" in err and "resized 512x512 -> 224x224" in err
     out = load(out_path)
@@ -69,9 +70,27 @@ def test_trained_model_and_emotion(astronaut, emoca_assets):
     from backend.models import loading
 
     out_path = astronaut.parent / "trained.npz"
-    assert main(["encode", str(astronaut), "-o", str(out_path), "--crop", "none", "--device", "cpu",
-                 "--model", str(emoca_assets.folder), "--flame", str(emoca_assets.flame_pkl),
-                 "--emotion", "fer"]) == 0
+    assert (
+        main(
+            [
+                "encode",
+                str(astronaut),
+                "-o",
+                str(out_path),
+                "--crop",
+                "none",
+                "--device",
+                "cpu",
+                "--model",
+                str(emoca_assets.folder),
+                "--flame",
+                str(emoca_assets.flame_pkl),
+                "--emotion",
+                "fer",
+            ]
+        )
+        == 0
+    )
     out = load(out_path)
     assert out["meta"]["model"]["trained"] is True and out["vertices"].shape == (1, 5023, 3)
     assert out["expression"].shape == (1, 7) and abs(float(out["expression"].sum()) - 1) < 1e-4
@@ -79,7 +98,7 @@ def test_trained_model_and_emotion(astronaut, emoca_assets):
     # the codes are the network's on the resized crop
     import cv2
 
-    from backend.models.encode_cli import read_image
+    from backend.app.encode import read_image
 
     crop = cv2.resize(read_image(astronaut), (224, 224), interpolation=cv2.INTER_AREA)
     net, _ = loading.load_emoca_folder(emoca_assets.folder)
@@ -89,7 +108,17 @@ def test_trained_model_and_emotion(astronaut, emoca_assets):
 
 
 def test_missing_image(astronaut, capsys):
-    rc = main(["encode", str(astronaut.parent / "nope.png"), "-o", str(astronaut.parent / "x.npz"),
-               "--crop", "none", "--device", "cpu"])
+    rc = main(
+        [
+            "encode",
+            str(astronaut.parent / "nope.png"),
+            "-o",
+            str(astronaut.parent / "x.npz"),
+            "--crop",
+            "none",
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 2
     assert "input_missing" in capsys.readouterr().err and not (astronaut.parent / "x.npz").exists()

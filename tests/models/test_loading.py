@@ -11,9 +11,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from backend.errors import BackendError  # noqa: E402
 from backend.models import loading  # noqa: E402
 from backend.models.emoca import EmocaConfig, EmocaNet  # noqa: E402
+from emoca_contract.errors import EmocaError  # noqa: E402
 from tests.fixtures import checkpoints as ck  # noqa: E402
 
 pytestmark = pytest.mark.torch
@@ -46,8 +46,13 @@ def test_folder_reproduces_fixture_weights(emoca_assets, loaded, encoded, images
     assert all(torch.equal(sd[k], v) for k, v in emoca_assets.network.items())
     assert info["checkpoint"].endswith("deca-epoch=03-val_loss/dataloader_idx_0=9.44489288.ckpt")
     assert info["stage"] == "detail" and info["epoch"] == 3 and info["kind"] == "EMOCA"
-    assert info["ignored"] == {"deca.flame.": 16, "deca.render.": 8, "deca.perceptual_loss.": 34,
-                               "deca.uv_face_eye_mask": 1, "deca.fixed_uv_dis": 1}
+    assert info["ignored"] == {
+        "deca.flame.": 16,
+        "deca.render.": 8,
+        "deca.perceptual_loss.": 34,
+        "deca.uv_face_eye_mask": 1,
+        "deca.fixed_uv_dis": 1,
+    }
     assert info["flame_mismatches"] == [] and info["warnings"] == []
     # an independently built instance with the same weights gives the same outputs
     other = EmocaNet(EmocaConfig.emoca())
@@ -80,16 +85,29 @@ def test_deca_folder_config(emoca_assets, deca_folder):
     assert torch.equal(net.E_flame.layers[2].weight, emoca_assets.network["E_flame.layers.2.weight"])
 
 
-@pytest.mark.parametrize(("names", "mode", "expected"), [
-    (["deca-epoch=01-val_loss/dataloader_idx_0=12.5.ckpt", "deca-epoch=03-val_loss/dataloader_idx_0=9.44489288.ckpt",
-      "last.ckpt"], "best", "deca-epoch=03-val_loss/dataloader_idx_0=9.44489288.ckpt"),
-    (["deca-epoch=01-val_loss=2.0.ckpt", "deca-epoch=02-val_loss=10.0.ckpt", "last.ckpt"], "best",
-     "deca-epoch=01-val_loss=2.0.ckpt"),
-    (["deca-epoch=01-val_loss=2.0.ckpt", "deca-epoch=02-val_loss=10.0.ckpt", "last.ckpt"], "latest", "last.ckpt"),
-    (["a/last.ckpt", "a/x=0.5.ckpt", "b/y=0.7.ckpt"], "latest", "b/y=0.7.ckpt"),
-    (["last.ckpt"], "best", "last.ckpt"),
-    (["epoch=1-step=10-v=1e-3.ckpt", "epoch=2-step=20-v=0.01.ckpt"], "best", "epoch=1-step=10-v=1e-3.ckpt"),
-])
+@pytest.mark.parametrize(
+    ("names", "mode", "expected"),
+    [
+        (
+            [
+                "deca-epoch=01-val_loss/dataloader_idx_0=12.5.ckpt",
+                "deca-epoch=03-val_loss/dataloader_idx_0=9.44489288.ckpt",
+                "last.ckpt",
+            ],
+            "best",
+            "deca-epoch=03-val_loss/dataloader_idx_0=9.44489288.ckpt",
+        ),
+        (
+            ["deca-epoch=01-val_loss=2.0.ckpt", "deca-epoch=02-val_loss=10.0.ckpt", "last.ckpt"],
+            "best",
+            "deca-epoch=01-val_loss=2.0.ckpt",
+        ),
+        (["deca-epoch=01-val_loss=2.0.ckpt", "deca-epoch=02-val_loss=10.0.ckpt", "last.ckpt"], "latest", "last.ckpt"),
+        (["a/last.ckpt", "a/x=0.5.ckpt", "b/y=0.7.ckpt"], "latest", "b/y=0.7.ckpt"),
+        (["last.ckpt"], "best", "last.ckpt"),
+        (["epoch=1-step=10-v=1e-3.ckpt", "epoch=2-step=20-v=0.01.ckpt"], "best", "epoch=1-step=10-v=1e-3.ckpt"),
+    ],
+)
 def test_locate_checkpoint(tmp_path, names, mode, expected):
     for n in names:
         p = tmp_path / n
@@ -99,17 +117,17 @@ def test_locate_checkpoint(tmp_path, names, mode, expected):
 
 
 def test_locate_checkpoint_errors(tmp_path):
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         loading.locate_checkpoint(tmp_path)
     assert e.value.code == "asset_missing" and str(tmp_path) in e.value.message
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         loading.locate_checkpoint(tmp_path, "worst")
     assert e.value.code == "config_invalid"
 
 
 def _small_network():
     """Module-local keys with official shapes for D_detail only (cheap to build)."""
-    return ck.random_state({k[len("deca."):]: v for k, v in ck.official_keys()["ckpt:deca.D_detail."].items()}, 3)
+    return ck.random_state({k[len("deca.") :]: v for k, v in ck.official_keys()["ckpt:deca.D_detail."].items()}, 3)
 
 
 def test_strict_loading_lists_missing_unexpected_misshaped(emoca_assets):
@@ -118,7 +136,7 @@ def test_strict_loading_lists_missing_unexpected_misshaped(emoca_assets):
     del state["E_detail.encoder.bn1.running_var"]
     state["E_flame.layers.4.weight"] = torch.zeros(3)
     state["E_expression.layers.2.weight"] = torch.zeros(53, 1024)
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         loading.load_network_state(EmocaNet(EmocaConfig.emoca()), state, "model.ckpt")
     msg = e.value.message
     assert e.value.code == "checkpoint_mismatch" and "model.ckpt" in msg
@@ -128,21 +146,28 @@ def test_strict_loading_lists_missing_unexpected_misshaped(emoca_assets):
 
 
 def test_unknown_checkpoint_key_is_an_error_but_loss_keys_are_ignored():
-    state = {"deca.D_detail.l1.0.bias": torch.zeros(1), "deca.perceptual_loss.featlayer.vgg19.0.bias": 1,
-             "emonet_loss.backbone.conv1.weight": 1, "lipread_loss.model.x": 1, "deca.flame.v_template": 1,
-             "deca.render.faces": 1, "deca.id_loss.reg_model.fc.weight": 1}
+    state = {
+        "deca.D_detail.l1.0.bias": torch.zeros(1),
+        "deca.perceptual_loss.featlayer.vgg19.0.bias": 1,
+        "emonet_loss.backbone.conv1.weight": 1,
+        "lipread_loss.model.x": 1,
+        "deca.flame.v_template": 1,
+        "deca.render.faces": 1,
+        "deca.id_loss.reg_model.fc.weight": 1,
+    }
     net, ignored = loading.split_lightning_state(state, "x.ckpt")
     assert list(net) == ["D_detail.l1.0.bias"] and sum(ignored.values()) == 6
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         loading.split_lightning_state({**state, "deca.new_module.weight": 1, "other.w": 2}, "x.ckpt")
     assert e.value.code == "checkpoint_mismatch"
     assert "deca.new_module.weight" in e.value.message and "other.w" in e.value.message
 
 
 def test_incomplete_checkpoint_in_folder(tmp_path):
-    folder = ck.write_emoca_folder(tmp_path, {}, name="broken",
-                                   state_dict={f"deca.{k}": v for k, v in _small_network().items()})
-    with pytest.raises(BackendError) as e:
+    folder = ck.write_emoca_folder(
+        tmp_path, {}, name="broken", state_dict={f"deca.{k}": v for k, v in _small_network().items()}
+    )
+    with pytest.raises(EmocaError) as e:
         loading.load_emoca_folder(folder)
     assert e.value.code == "checkpoint_mismatch"
     assert "missing keys (966) [by module: E_detail 322, E_expression 322, E_flame 322]" in e.value.message
@@ -150,16 +175,17 @@ def test_incomplete_checkpoint_in_folder(tmp_path):
 
 
 def test_truncated_checkpoint_is_named(tmp_path):
-    src = ck.torch_save(ck.lightning_ckpt({f"deca.{k}": v for k, v in _small_network().items()}, ck.cfg_dict()),
-                        tmp_path / "full.ckpt")
+    src = ck.torch_save(
+        ck.lightning_ckpt({f"deca.{k}": v for k, v in _small_network().items()}, ck.cfg_dict()), tmp_path / "full.ckpt"
+    )
     bad = ck.write_truncated(src, tmp_path / "modèle tronqué.ckpt", 0.6)
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         loading.safe_torch_load(bad)
     assert e.value.code == "asset_invalid"
     assert str(bad) in e.value.message and "truncated or corrupt" in e.value.message
     empty = tmp_path / "empty.ckpt"
     empty.write_bytes(b"")
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         loading.safe_torch_load(empty)
     assert e.value.code == "asset_invalid" and "empty" in e.value.message
 
@@ -167,7 +193,7 @@ def test_truncated_checkpoint_is_named(tmp_path):
 def test_malicious_global_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     path = ck.write_malicious_ckpt(tmp_path / "evil.ckpt", marker)
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         loading.safe_torch_load(path)
     assert e.value.code == "unsafe_file"
     assert "posix.mkdir" in e.value.message or "os.mkdir" in e.value.message or "nt.mkdir" in e.value.message
@@ -176,37 +202,44 @@ def test_malicious_global_is_refused(tmp_path):
 
 def test_deca_tar_given_as_folder(tmp_path):
     (tmp_path / "deca_model").mkdir()
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         loading.load_deca_tar(tmp_path / "deca_model")
     assert e.value.code == "asset_invalid" and "not a tar archive" in e.value.message
 
 
 def test_deca_tar_with_wrong_content(tmp_path):
     path = ck.torch_save({"E_flame": {}, "opt": {}}, tmp_path / "deca_model.tar")
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         loading.load_deca_tar(path)
     assert e.value.code == "checkpoint_mismatch" and "D_detail" in e.value.message
 
 
 def test_flame_buffer_mismatch(emoca_assets, loaded):
-    from backend.flame.synthetic import synthetic_head
+    from backend.synthetic.head import synthetic_head
 
     state = ck.deca_flame_buffers(emoca_assets.flame)
     assert loading.flame_buffer_mismatches(state, emoca_assets.flame) == []
     # "FLAME 2023": same topology, different template and expression basis
-    other = dataclasses.replace(emoca_assets.flame, v_template=emoca_assets.flame.v_template + 1e-3,
-                                expdirs=emoca_assets.flame.expdirs[:, :, ::-1].copy())
+    other = dataclasses.replace(
+        emoca_assets.flame,
+        v_template=emoca_assets.flame.v_template + 1e-3,
+        expdirs=emoca_assets.flame.expdirs[:, :, ::-1].copy(),
+    )
     found_other = loading.flame_buffer_mismatches(state, other)
     assert [m.split(":")[0] for m in found_other] == ["v_template", "shapedirs"]
     # a model with different components beyond the used 100+50 is fine (DECA truncates)
-    wider = dataclasses.replace(emoca_assets.flame, shapedirs=np.concatenate(
-        [emoca_assets.flame.shapedirs[:, :, :100], np.ones((5023, 3, 200), np.float32)], axis=2))
+    wider = dataclasses.replace(
+        emoca_assets.flame,
+        shapedirs=np.concatenate(
+            [emoca_assets.flame.shapedirs[:, :, :100], np.ones((5023, 3, 200), np.float32)], axis=2
+        ),
+    )
     assert loading.flame_buffer_mismatches(state, wider) == []
     head = synthetic_head()
     found = loading.flame_buffer_mismatches(state, head)
     assert any(m.startswith("v_template: checkpoint (5023, 3) vs FLAME") for m in found)
     # through the folder loader: a warning, or an error when strict
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         loading.load_emoca_folder(emoca_assets.folder, flame=other, strict_flame=True)
     assert e.value.code == "flame_mismatch" and "shapedirs" in e.value.message
     info = {"warnings": []}
@@ -242,13 +275,30 @@ def test_real_lightning_checkpoint_with_omegaconf_hparams(tmp_path):
         def configure_optimizers(self):
             return torch.optim.Adam(self.parameters(), 1e-3)
 
-    cfg = OmegaConf.create({"model": {"deca_class": "ExpDECA", "n_exp": 50, "lr": 5e-5, "flag": True, "none": None,
-                                      "cond": ["jawpose", "expression", "detail"], "nested": {"x": [1, {"y": 2}]}},
-                            "learning": {"batch_size_train": 32}})
+    cfg = OmegaConf.create(
+        {
+            "model": {
+                "deca_class": "ExpDECA",
+                "n_exp": 50,
+                "lr": 5e-5,
+                "flag": True,
+                "none": None,
+                "cond": ["jawpose", "expression", "detail"],
+                "nested": {"x": [1, {"y": 2}]},
+            },
+            "learning": {"batch_size_train": 32},
+        }
+    )
     module = Module(cfg.model, cfg.learning)
     data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(4, 3)), batch_size=2)
-    trainer = L.Trainer(max_epochs=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        default_root_dir=tmp_path, enable_checkpointing=False)
+    trainer = L.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        enable_checkpointing=False,
+    )
     trainer.fit(module, data)
     path = tmp_path / "real.ckpt"
     trainer.save_checkpoint(path)
@@ -259,13 +309,13 @@ def test_real_lightning_checkpoint_with_omegaconf_hparams(tmp_path):
 
 
 def test_missing_files(tmp_path):
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         loading.load_emoca_folder(tmp_path / "nope")
     assert e.value.code == "asset_missing"
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         loading.load_emoca_folder(tmp_path)
     assert e.value.code == "asset_invalid" and "cfg.yaml" in e.value.message
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         loading.safe_torch_load(tmp_path / "x.ckpt")
     assert e.value.code == "asset_missing"
     assert os.fspath(tmp_path)  # paths with any characters are reported verbatim
@@ -273,7 +323,7 @@ def test_missing_files(tmp_path):
 
 def test_garbage_checkpoint_is_corrupt_not_unsafe(emoca_assets):
     # 'latest' picks last.ckpt, which in the fixture is a decoy of plain bytes
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         loading.load_emoca_folder(emoca_assets.folder, mode="latest")
     assert e.value.code == "asset_invalid" and "last.ckpt" in e.value.message
 
@@ -284,6 +334,6 @@ def test_extracted_deca_tar_folder(emoca_assets, tmp_path):
     with zipfile.ZipFile(emoca_assets.tar) as z:  # what 'unzip deca_model.tar' produces
         names = [n for n in z.namelist() if n.endswith("data.pkl")]
         z.extract(names[0], tmp_path / "deca_model")
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(EmocaError) as e:
         loading.load_emoca_folder(tmp_path / "deca_model")
     assert e.value.code == "asset_invalid" and "not a tar archive" in e.value.message

@@ -7,9 +7,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from backend.errors import BackendError  # noqa: E402
+from backend import assets  # noqa: E402
 from backend.models import loading  # noqa: E402
 from backend.models.reconstructor import UNTRAINED_WARNING, FaceReconstructor  # noqa: E402
+from emoca_contract.errors import EmocaError  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
@@ -34,15 +35,23 @@ def crops_u8():
 
 def test_untrained_demo_network(no_assets, crops_u8):
     with pytest.warns(UserWarning, match="UNTRAINED"):
-        rec = FaceReconstructor.from_assets(device="cpu")
+        rec = FaceReconstructor.from_paths(device="cpu")
     assert rec.info["trained"] is False and rec.info["flame"] == "synthetic test head (not FLAME)"
     assert UNTRAINED_WARNING in rec.info["warnings"] and rec.info["device"] == "cpu"
     out = rec.reconstruct(crops_u8)
     v = rec.flame.v_template.shape[0]
-    assert {k: out[k].shape for k in ("shape", "exp", "pose", "cam", "light", "vertices", "landmarks2d",
-                                      "landmarks3d")} == {
-        "shape": (2, 100), "exp": (2, 50), "pose": (2, 6), "cam": (2, 3), "light": (2, 9, 3),
-        "vertices": (2, v, 3), "landmarks2d": (2, 68, 2), "landmarks3d": (2, 68, 3)}
+    assert {
+        k: out[k].shape for k in ("shape", "exp", "pose", "cam", "light", "vertices", "landmarks2d", "landmarks3d")
+    } == {
+        "shape": (2, 100),
+        "exp": (2, 50),
+        "pose": (2, 6),
+        "cam": (2, 3),
+        "light": (2, 9, 3),
+        "vertices": (2, v, 3),
+        "landmarks2d": (2, 68, 2),
+        "landmarks3d": (2, 68, 3),
+    }
     assert all(np.isfinite(a).all() for a in out.values())
     # the calibrated demo camera frames the head: landmarks inside the crop
     assert np.abs(out["landmarks2d"]).max() < 1.0
@@ -64,15 +73,15 @@ def test_untrained_demo_network(no_assets, crops_u8):
 
 def test_untrained_is_seeded(no_assets, crops_u8):
     with pytest.warns(UserWarning):
-        a = FaceReconstructor.from_assets(device="cpu", seed=3)
-        b = FaceReconstructor.from_assets(device="cpu", seed=3)
+        a = FaceReconstructor.from_paths(device="cpu", seed=3)
+        b = FaceReconstructor.from_paths(device="cpu", seed=3)
     for (ka, va), (kb, vb) in zip(a.net.state_dict().items(), b.net.state_dict().items()):
         assert ka == kb and torch.equal(va, vb)
 
 
 @pytest.mark.slow
 def test_trained_fixture_end_to_end(no_assets, emoca_assets, crops_u8):
-    rec = FaceReconstructor.from_assets(model=emoca_assets.folder, flame=emoca_assets.flame_pkl, device="cpu")
+    rec = FaceReconstructor.from_paths(model=emoca_assets.folder, flame=emoca_assets.flame_pkl, device="cpu")
     assert rec.info["trained"] is True and rec.info["name"] == "EMOCA"
     assert rec.info["flame_mismatches"] == [] and rec.info["warnings"] == []
     out = rec.reconstruct(crops_u8, as_numpy=False)
@@ -88,32 +97,36 @@ def test_trained_fixture_end_to_end(no_assets, emoca_assets, crops_u8):
 def test_discovers_installed_assets(emoca_assets, monkeypatch, tmp_path):
     monkeypatch.setenv("EMOCA_BLENDER_ASSETS", str(emoca_assets.root))
     monkeypatch.setenv("EMOCA_BLENDER_DATA", str(tmp_path / "data"))
-    rec = FaceReconstructor.from_assets(device="cpu")
+    found = assets.resolve_capture()
+    rec = FaceReconstructor.from_paths(
+        found.model, found.flame, device="cpu", landmarks=found.landmarks, mediapipe=found.mediapipe
+    )
     assert rec.info["trained"] is True and rec.info["name"] == "EMOCA"  # preferred over DECA and the tar
     assert rec.flame.has_landmarks  # landmark_embedding.npy found in FLAME/geometry
 
 
 def test_trained_model_needs_flame(no_assets, emoca_assets):
-    with pytest.raises(BackendError) as e:
-        FaceReconstructor.from_assets(model=emoca_assets.folder, device="cpu")
+    with pytest.raises(EmocaError) as e:
+        FaceReconstructor.from_paths(model=emoca_assets.folder, device="cpu")
     assert e.value.code == "asset_missing" and "generic_model.pkl" in e.value.message
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without CUDA")
 def test_cuda_unavailable(no_assets):
-    with pytest.raises(BackendError) as e:
-        FaceReconstructor.from_assets(device="cuda")
+    with pytest.raises(EmocaError) as e:
+        FaceReconstructor.from_paths(device="cuda")
     assert e.value.code == "device_unavailable"
 
 
 @pytest.mark.gpu
 def test_cuda_matches_cpu(no_assets, emoca_assets, crops_u8):
-    cpu = FaceReconstructor.from_assets(model=emoca_assets.folder, flame=emoca_assets.flame_pkl, device="cpu")
+    cpu = FaceReconstructor.from_paths(model=emoca_assets.folder, flame=emoca_assets.flame_pkl, device="cpu")
     ref = cpu.reconstruct(crops_u8)
-    bf16 = FaceReconstructor.from_assets(model=emoca_assets.folder, flame=emoca_assets.flame_pkl, device="cuda")
+    bf16 = FaceReconstructor.from_paths(model=emoca_assets.folder, flame=emoca_assets.flame_pkl, device="cuda")
     assert bf16.info["dtype"] == "bfloat16"
-    f32 = FaceReconstructor.from_assets(model=emoca_assets.folder, flame=emoca_assets.flame_pkl, device="cuda",
-                                        dtype=torch.float32)
+    f32 = FaceReconstructor.from_paths(
+        model=emoca_assets.folder, flame=emoca_assets.flame_pkl, device="cuda", dtype=torch.float32
+    )
     for rec, rel in ((f32, 2e-3), (bf16, 5e-2)):  # TF32 convs / bf16 autocast
         out = rec.reconstruct(crops_u8)
         assert out["vertices"].dtype == np.float32
@@ -124,6 +137,6 @@ def test_cuda_matches_cpu(no_assets, emoca_assets, crops_u8):
 
 
 def test_deca_tar_model(no_assets, emoca_assets):
-    rec = FaceReconstructor.from_assets(model=emoca_assets.tar, flame=emoca_assets.flame_pkl, device="cpu")
+    rec = FaceReconstructor.from_paths(model=emoca_assets.tar, flame=emoca_assets.flame_pkl, device="cpu")
     assert rec.info["kind"] == "DECA" and rec.info["trained"] is True and rec.net.E_expression is None
     assert torch.equal(rec.net.E_flame.layers[2].bias, emoca_assets.network["E_flame.layers.2.bias"])

@@ -98,8 +98,15 @@ def test_sphere_normals_match_analytic():
     world, faces = _uv_sphere(r=r)
     proj = world * torch.tensor([1.0, -1.0, -1.0], dtype=torch.float64)  # project() with s=1: y, z negated
     n = 64
-    out = render_mesh(proj[None], faces, torch.zeros(len(world), 2), faces, torch.ones(1, 3, 4, 4,
-                      dtype=torch.float64), None, image_size=n)
+    out = render_mesh(
+        proj[None],
+        faces,
+        torch.zeros(len(world), 2),
+        faces,
+        torch.ones(1, 3, 4, 4, dtype=torch.float64),
+        None,
+        image_size=n,
+    )
     mask = out["alpha_images"][0, 0] > 0
     xs = torch.tensor(_centres(n))
     Y, X = torch.meshgrid(xs, xs, indexing="ij")
@@ -135,8 +142,11 @@ def test_sh_constants_are_irradiance_band_factors_times_orthonormal_sh():
 def test_gradcheck_wrt_vertex_positions():
     # Two triangles; the pixel centres are far (> 1e-3) from every edge, so coverage is stable under the
     # finite-difference step and the rasterizer is smooth in the vertex positions (gradients via barycentrics).
-    verts = torch.tensor([[[-0.61, -0.57, 0.3], [0.58, -0.49, 0.2], [-0.52, 0.63, 0.4], [0.66, 0.55, 0.1]]],
-                         dtype=torch.float64, requires_grad=True)
+    verts = torch.tensor(
+        [[[-0.61, -0.57, 0.3], [0.58, -0.49, 0.2], [-0.52, 0.63, 0.4], [0.66, 0.55, 0.1]]],
+        dtype=torch.float64,
+        requires_grad=True,
+    )
     faces = torch.tensor([[0, 1, 2], [1, 3, 2]])
     attrs = torch.tensor([[0.3, 1.0], [0.9, -0.2], [0.1, 0.5], [0.7, 0.8]], dtype=torch.float64)
 

@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 
 from backend.flame.camera import normalized_to_crop_pixels, project  # noqa: E402
 from backend.render.renderer import render_attributes  # noqa: E402
-from backend.render.synthetic_clip import head_rig, render_crops, render_head_clip  # noqa: E402
+from backend.synthetic.render_clip import head_rig, render_crops, render_head_clip  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
@@ -64,7 +64,7 @@ def test_render_crops_shapes_and_content():
 def test_head_clip_is_a_real_video_that_mediapipe_detects(tmp_path):
     import av
 
-    from backend.render.synthetic_clip import detection_rate
+    from backend.synthetic.render_clip import detection_rate
 
     gt = render_head_clip(tmp_path / "head é.mp4", n_frames=12, fps=25)
     with av.open(str(gt["path"])) as c:

@@ -22,21 +22,23 @@ def test_augment_moves_landmarks_with_the_image():
     img = np.zeros((96, 96, 3), np.uint8)
     pts = np.array([[30.0, 40.0], [70.0, 25.0], [50.0, 75.0]])
     for x, y in pts.astype(int):
-        img[y - 1:y + 2, x - 1:x + 2] = 255
+        img[y - 1 : y + 2, x - 1 : x + 2] = 255
     for _ in range(5):
         out, (moved,) = augment(img, [pts], rng)
         assert out.shape == img.shape and out.dtype == np.uint8
         for x, y in moved:
             # the bright dot followed its landmark (within a pixel; noise/JPEG may dim it)
-            patch = out[int(round(y)) - 1:int(round(y)) + 2, int(round(x)) - 1:int(round(x)) + 2]
+            patch = out[int(round(y)) - 1 : int(round(y)) + 2, int(round(x)) - 1 : int(round(x)) + 2]
             assert patch.max() > 100
         assert not np.allclose(moved, pts)  # something moved (scale/rotation/translation are random)
 
 
 def test_affectnet_csv(tmp_path):
     p = tmp_path / "training.csv"
-    p.write_text("subDirectory_filePath,face_x,expression,valence,arousal\n"
-                 "12/a.jpg,0,1,0.5,-0.25\n12/b.jpg,0,9,0.1,0.2\n", encoding="utf-8")
+    p.write_text(
+        "subDirectory_filePath,face_x,expression,valence,arousal\n12/a.jpg,0,1,0.5,-0.25\n12/b.jpg,0,9,0.1,0.2\n",
+        encoding="utf-8",
+    )
     ann = read_affectnet_csv(p)
     assert ann["12/a.jpg"] == {"expression": 1, "valence": 0.5, "arousal": -0.25}
     assert ann["a.jpg"]["expression"] == 1
@@ -47,14 +49,15 @@ def test_affectnet_csv(tmp_path):
 def test_folder_is_preprocessed_once_with_annotations(unicode_tmp):
     import cv2
 
-    from backend.footage.synthetic import astronaut_image, make_astronaut_clip
+    from backend.synthetic.clips import astronaut_image, make_astronaut_clip
 
     data = unicode_tmp / "faces"
     data.mkdir()
     cv2.imwrite(str(data / "astro.png"), astronaut_image()[..., ::-1])
     make_astronaut_clip(data / "clip.mp4", n_frames=10)
-    (data / "labels.csv").write_text("subDirectory_filePath,expression,valence,arousal\nastro.png,1,0.6,0.3\n",
-                                     encoding="utf-8")
+    (data / "labels.csv").write_text(
+        "subDirectory_filePath,expression,valence,arousal\nastro.png,1,0.6,0.3\n", encoding="utf-8"
+    )
     cache = unicode_tmp / "cache"
     path = preprocess_folder(data, cache, image_size=128, video_every=5)
     mtime = path.stat().st_mtime_ns

@@ -107,9 +107,9 @@ def test_v2_mediapipe_terms_run_in_the_module_and_vanish_at_the_truth():
     expression the mediapipe terms are ~0; with a wrong one they are not."""
     import lightning  # noqa: F401  (the module needs it)
 
-    from backend.training.cli import load_config
     from backend.training.data import SyntheticHeadDataset
     from backend.training.module import EmocaCoarseModule
+    from backend.training.run import load_config
 
     idx = sorted({k for p in LS.EYE_PAIRS_MP + LS.LIP_PAIRS_MP + LS.MOUTH_CORNER_PAIRS_MP for k in p})
     cfg = load_config("tiny_cpu", ["loss.setting=v2", f"model.mediapipe_indices={idx}", "loss.weights.emotion=0"])

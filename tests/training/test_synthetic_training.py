@@ -13,7 +13,7 @@ def test_tiny_training_lowers_held_out_expression_error(tmp_path):
     consistency through fer, eye/lip/mouth distances, photometric, regularizers), the 68-landmark loss and a
     synthetic-data sanity loss on the known expression parameters. The held-out error (64 renders never
     seen, the 7 meaningful components) must fall clearly below the untrained model's."""
-    from backend.training.bench import synthetic_training_evidence
+    from backend.app.bench.train import synthetic_training_evidence
 
     ev = synthetic_training_evidence(tmp_path / "run")
     print(ev)

@@ -1,0 +1,1 @@
+"""Rig export: which head becomes the Blender rig file (FLAME from the user's files, or the synthetic test head)."""

@@ -1,0 +1,312 @@
+"""Temporal smoothing and gap filling of per-frame channels (the take's exp, poses, cam, emotion).
+
+Two filters:
+- ``butterworth``: zero-phase low-pass (scipy.signal.butter + filtfilt, run forward and backward so it adds no
+  lag; the effective order doubles). Offline only. Runs on each stretch of valid frames separately; a stretch
+  too short for filtfilt's edge padding (fewer than 3 * (order + 1) + 1 frames) is passed through unchanged.
+- ``OneEuroFilter`` (Casiez et al. 2012): causal, adaptive (cutoff grows with speed), for live or streaming use.
+
+Strength (0..1) -> cutoff, geometric between a group's ``(loose, tight)`` cutoffs in Hz:
+``cutoff = loose * (tight / loose) ** strength``. strength 0 = no smoothing (method 'off' is the same).
+Butterworth groups:      pose (6, 1.0) Hz, jaw (8, 2.0), exp (8, 2.0), cam (6, 1.0), emotion (4, 0.5).
+One-euro ``min_cutoff`` uses the same ranges; ``beta`` = 0.05 * (1 - strength) + 0.005 (units of the channel per
+second), ``d_cutoff`` = 1 Hz. A cutoff at or above 0.45 * fps (near Nyquist) leaves the channel as is.
+
+Rotations (axis-angle channels, ``ROTATION_KEYS``): smoothed as unit quaternions made sign-continuous along time
+(q and -q are the same rotation; flipping to stay in one hemisphere of the previous frame keeps the 4 components
+smooth), filtered component-wise, re-normalised and converted back to axis-angle (angle in [0, pi]). Filtering the
+components of a unit quaternion and re-normalising approximates filtering on the rotation manifold closely for
+the small frame-to-frame steps of a face, and unlike filtering axis-angle components it has no trouble where
+the axis-angle vector wraps (near 180 degrees).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from emoca_contract.errors import EmocaError
+from emoca_contract.rotations import axis_angle_to_quat, continuous, quat_to_axis_angle, slerp
+
+GROUPS = ("pose", "jaw", "exp", "cam", "emotion")
+# take channel -> group
+CHANNEL_GROUPS = {
+    "global_pose": "pose",
+    "neck_pose": "pose",
+    "eye_pose": "pose",
+    "jaw_pose": "jaw",
+    "exp": "exp",
+    "cam": "cam",
+    "valence": "emotion",
+    "arousal": "emotion",
+    "expression": "emotion",
+}
+ROTATION_KEYS = frozenset({"global_pose", "jaw_pose", "neck_pose", "eye_pose"})
+PROBABILITY_KEYS = frozenset({"expression"})  # rows stay non-negative and sum to 1
+# group -> (cutoff at strength 0, cutoff at strength 1), Hz
+CUTOFF_RANGE = {"pose": (6.0, 1.0), "jaw": (8.0, 2.0), "exp": (8.0, 2.0), "cam": (6.0, 1.0), "emotion": (4.0, 0.5)}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# filters
+
+
+def _segments(valid: np.ndarray) -> list[tuple[int, int]]:
+    """[start, stop) runs of True."""
+    v = np.concatenate([[False], np.asarray(valid, bool), [False]])
+    d = np.diff(v.astype(np.int8))
+    return list(zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1)))
+
+
+def _min_len(order: int) -> int:
+    return 3 * (order + 1) + 1  # filtfilt's default padlen is 3 * max(len(a), len(b)) = 3 * (order + 1)
+
+
+def butterworth(x: np.ndarray, valid: np.ndarray | None, cutoff_hz: float, fps: float, order: int = 2) -> np.ndarray:
+    """Zero-phase low-pass of x (N,) or (N, D) along time, per run of valid frames. Invalid rows are untouched."""
+    from scipy.signal import butter, filtfilt
+
+    x = np.asarray(x, np.float64)
+    out = x.copy()
+    n = len(x)
+    valid = np.ones(n, bool) if valid is None else np.asarray(valid, bool)
+    if cutoff_hz <= 0 or fps <= 0 or cutoff_hz >= 0.45 * fps:
+        return out
+    b, a = butter(order, cutoff_hz / (fps / 2.0))
+    for s, e in _segments(valid):
+        if e - s >= _min_len(order):
+            out[s:e] = filtfilt(b, a, x[s:e], axis=0)
+    return out
+
+
+def _alpha(cutoff: np.ndarray | float, dt: float) -> np.ndarray | float:
+    tau = 1.0 / (2.0 * np.pi * np.asarray(cutoff))
+    return 1.0 / (1.0 + tau / dt)
+
+
+class OneEuroFilter:
+    """Causal one-euro filter over vectors: ``filter(x, t)`` returns the smoothed x at time t (seconds).
+
+    Cutoff = ``min_cutoff + beta * |dx/dt|`` (per component): slow motion is smoothed hard, fast motion follows
+    with little lag."""
+
+    def __init__(self, min_cutoff: float = 1.0, beta: float = 0.0, d_cutoff: float = 1.0):
+        self.min_cutoff = float(min_cutoff)
+        self.beta = float(beta)
+        self.d_cutoff = float(d_cutoff)
+        self.reset()
+
+    def reset(self) -> None:
+        self._x: np.ndarray | None = None
+        self._dx: np.ndarray | None = None
+        self._t: float | None = None
+
+    def filter(self, x, t: float) -> np.ndarray:
+        x = np.asarray(x, np.float64)
+        if self._x is None or self._t is None or t <= self._t:
+            self._x, self._dx, self._t = x.copy(), np.zeros_like(x), float(t)
+            return x.copy()
+        dt = float(t) - self._t
+        dx = (x - self._x) / dt
+        self._dx = self._dx + _alpha(self.d_cutoff, dt) * (dx - self._dx)
+        cutoff = self.min_cutoff + self.beta * np.abs(self._dx)
+        self._x = self._x + _alpha(cutoff, dt) * (x - self._x)
+        self._t = float(t)
+        return self._x.copy()
+
+    __call__ = filter
+
+
+def one_euro(
+    x: np.ndarray, valid: np.ndarray | None, times: np.ndarray, min_cutoff: float, beta: float, d_cutoff: float = 1.0
+) -> np.ndarray:
+    """The one-euro filter over a whole (N, D) channel; restarts after every invalid gap."""
+    x = np.asarray(x, np.float64)
+    out = x.copy()
+    valid = np.ones(len(x), bool) if valid is None else np.asarray(valid, bool)
+    f = OneEuroFilter(min_cutoff, beta, d_cutoff)
+    for s, e in _segments(valid):
+        f.reset()
+        for i in range(s, e):
+            out[i] = f.filter(x[i], float(times[i]))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# rotations
+
+
+def _smooth_rotations(x: np.ndarray, valid: np.ndarray, filt) -> np.ndarray:
+    """x: (N, 3k) axis-angle (k rotations per row) -> filtered through sign-continuous quaternions."""
+    n, d = x.shape
+    out = x.copy()
+    for s, e in _segments(valid):
+        q = continuous(axis_angle_to_quat(x[s:e].reshape(e - s, d // 3, 3)))
+        qf = filt(q.reshape(e - s, -1), s, e).reshape(e - s, d // 3, 4)
+        out[s:e] = quat_to_axis_angle(qf).reshape(e - s, d)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# options and the take-level entry points
+
+
+@dataclass
+class GroupOverride:
+    """Per-group settings: ``enabled`` False leaves the group raw; ``strength``/``cutoff_hz`` override."""
+
+    enabled: bool = True
+    strength: float | None = None
+    cutoff_hz: float | None = None
+
+
+@dataclass
+class SmoothingOptions:
+    """method 'off' | 'butterworth' | 'one_euro'; strength 0..1 (see the module docstring for the mapping)."""
+
+    method: str = "butterworth"
+    strength: float = 0.5
+    groups: dict[str, GroupOverride] = field(default_factory=dict)
+    order: int = 2
+
+    def __post_init__(self) -> None:
+        if self.method not in ("off", "butterworth", "one_euro"):
+            raise EmocaError(
+                "config_invalid",
+                f"smoothing method {self.method!r} is unknown",
+                "Use 'off', 'butterworth' or 'one_euro'.",
+            )
+        if not 0.0 <= float(self.strength) <= 1.0:
+            raise EmocaError(
+                "config_invalid",
+                f"smoothing strength {self.strength} is outside 0..1",
+                "Use a strength between 0 (none) and 1 (strongest).",
+            )
+        for g in self.groups:
+            if g not in GROUPS:
+                raise EmocaError("config_invalid", f"unknown smoothing group {g!r}", f"Use one of {', '.join(GROUPS)}.")
+
+    @classmethod
+    def make(
+        cls, method: str = "butterworth", strength: float = 0.5, groups: Iterable[str] | None = None
+    ) -> SmoothingOptions:
+        """Options where only ``groups`` (default all) are smoothed."""
+        chosen = set(GROUPS if groups is None else groups)
+        return cls(method, strength, {g: GroupOverride(enabled=g in chosen) for g in GROUPS})
+
+    def group(self, name: str) -> GroupOverride:
+        return self.groups.get(name, GroupOverride())
+
+    def enabled_groups(self) -> list[str]:
+        if self.method == "off":
+            return []
+        return [g for g in GROUPS if self.group(g).enabled and self.strength_of(g) > 0]
+
+    def strength_of(self, group: str) -> float:
+        o = self.group(group)
+        return float(self.strength if o.strength is None else o.strength)
+
+    def cutoff(self, group: str) -> float:
+        """Cutoff (Hz) of ``group``: the override, or the strength mapped geometrically into CUTOFF_RANGE."""
+        o = self.group(group)
+        if o.cutoff_hz is not None:
+            return float(o.cutoff_hz)
+        loose, tight = CUTOFF_RANGE[group]
+        return loose * (tight / loose) ** self.strength_of(group)
+
+    def to_meta(self) -> dict:
+        """The take's ``meta.smoothing``."""
+        return {
+            "method": self.method,
+            "strength": self.strength,
+            "groups": self.enabled_groups(),
+            "cutoff_hz": {g: round(self.cutoff(g), 4) for g in self.enabled_groups()},
+        }
+
+
+def smooth_channels(
+    arrays: dict[str, np.ndarray],
+    valid: np.ndarray,
+    fps: float,
+    options: SmoothingOptions | None = None,
+    times: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Smoothed copies of the known channels (CHANNEL_GROUPS) of enabled groups; other keys pass through.
+
+    arrays: name -> (N,) or (N, D); valid: (N,) bool (invalid rows keep their values, runs are filtered apart);
+    times: (N,) seconds for the one-euro filter (default index / fps). Dtypes are kept. options None = defaults.
+    """
+    options = SmoothingOptions() if options is None else options
+    valid = np.asarray(valid, bool)
+    n = len(valid)
+    times = np.arange(n) / float(fps) if times is None else np.asarray(times, np.float64)
+    enabled = set(options.enabled_groups())
+    out: dict[str, np.ndarray] = {}
+    for name, arr in arrays.items():
+        group = CHANNEL_GROUPS.get(name)
+        if group is None or group not in enabled or len(arr) != n:
+            out[name] = arr
+            continue
+        a = np.asarray(arr)
+        x = a.reshape(n, -1).astype(np.float64)
+        cutoff = options.cutoff(group)
+        if options.method == "butterworth":
+
+            def filt(v, s, e, _c=cutoff):
+                return butterworth(v, None, _c, fps, options.order)
+        else:
+            beta = 0.05 * (1.0 - options.strength_of(group)) + 0.005
+
+            def filt(v, s, e, _c=cutoff, _b=beta):
+                return one_euro(v, None, times[s:e], _c, _b)
+
+        if name in ROTATION_KEYS and x.shape[1] % 3 == 0:
+            y = _smooth_rotations(x, valid, filt)
+        else:
+            y = x.copy()
+            for s, e in _segments(valid):
+                y[s:e] = filt(x[s:e], s, e)
+        if name in PROBABILITY_KEYS:
+            y = np.clip(y, 0.0, None)
+            y = np.where(valid[:, None], y / np.maximum(y.sum(axis=1, keepdims=True), 1e-12), x)
+        out[name] = y.reshape(a.shape).astype(a.dtype, copy=False)
+    return out
+
+
+def interpolate_gaps(
+    arrays: dict[str, np.ndarray], valid: np.ndarray, max_gap: int
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Fill runs of at most ``max_gap`` invalid rows that have valid rows on both sides.
+
+    Linear interpolation; slerp for rotation channels (ROTATION_KEYS). Returns the filled arrays (copies; keys
+    not of length N pass through) and the (N,) bool mask of filled rows (the take's ``interpolated``; the caller
+    sets ``valid |= interpolated``). Gaps at the ends or longer than max_gap stay as they are.
+    """
+    valid = np.asarray(valid, bool)
+    n = len(valid)
+    filled = np.zeros(n, bool)
+    gaps = [(s, e) for s, e in _segments(~valid) if s > 0 and e < n and e - s <= max_gap]
+    out = {}
+    for name, arr in arrays.items():
+        a = np.asarray(arr)
+        if len(a) != n or a.dtype.kind not in "fc" or not gaps:
+            out[name] = arr
+            continue
+        x = a.reshape(n, -1).astype(np.float64)
+        rot = name in ROTATION_KEYS and x.shape[1] % 3 == 0
+        for s, e in gaps:
+            lo, hi = x[s - 1], x[e]
+            for i in range(s, e):
+                t = (i - (s - 1)) / (e - (s - 1))
+                if rot:
+                    k = x.shape[1] // 3
+                    q = slerp(axis_angle_to_quat(lo.reshape(k, 3)), axis_angle_to_quat(hi.reshape(k, 3)), t)
+                    x[i] = quat_to_axis_angle(q).reshape(-1)
+                else:
+                    x[i] = (1 - t) * lo + t * hi
+        out[name] = x.reshape(a.shape).astype(a.dtype, copy=False)
+    for s, e in gaps:
+        filled[s:e] = True
+    return out, filled

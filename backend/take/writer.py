@@ -1,0 +1,241 @@
+"""Writing take files (numpy + stdlib only: the Blender 4.2 tests write takes with it).
+
+The format is the contract's (:mod:`emoca_contract.take`, docs/formats.md#take-file). Writers never leave
+a file named ``.npz`` that is not complete: :func:`write_take` writes ``NAME.npz.partial`` and renames it, and
+:class:`TakeWriter` appends rows to chunk files in a hidden folder next to the output (memory does not grow with
+the clip) and assembles the ``.npz`` only in :meth:`TakeWriter.finalize`. Files hold no pickles: readers use
+``allow_pickle=False`` and ``meta`` is a 0-d unicode array holding JSON.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import zipfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emoca_contract.errors import EmocaError
+from emoca_contract.take import ALL_KEYS, check_arrays, coerce, meta_json, partial_path
+
+
+def _write_npy_member(
+    zf: zipfile.ZipFile, name: str, dtype: np.dtype, shape: tuple[int, ...], chunks: Iterable[np.ndarray]
+) -> None:
+    """Stream one array into the zip as ``name.npy`` (header with the full shape, then the rows chunk by chunk)."""
+    header = {
+        "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+        "fortran_order": False,
+        "shape": tuple(int(s) for s in shape),
+    }
+    with zf.open(name + ".npy", "w", force_zip64=True) as fp:
+        np.lib.format.write_array_header_1_0(fp, header)
+        written = 0
+        for chunk in chunks:
+            chunk = np.ascontiguousarray(chunk, dtype=dtype)
+            fp.write(chunk.tobytes())
+            written += chunk.shape[0] if chunk.ndim else 1
+        if shape and written != shape[0]:
+            raise EmocaError("internal", f"{name}: wrote {written} rows, header says {shape[0]}")
+
+
+def write_take(path: str | os.PathLike, arrays: Mapping[str, Any], meta: Mapping[str, Any]) -> Path:
+    """Validate ``arrays`` against the contract and write the take atomically; return the path.
+
+    Writes ``path + '.partial'`` then ``os.replace``s it onto ``path``: a file named ``.npz`` is always complete.
+    """
+    path = Path(path)
+    arrays = coerce(arrays)
+    arrays.pop("meta", None)
+    check_arrays(arrays, where=str(path))
+    tmp = partial_path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for key, arr in arrays.items():
+                _write_npy_member(zf, key, arr.dtype, arr.shape, [arr])
+            m = np.array(meta_json(meta))
+            _write_npy_member(zf, "meta", m.dtype, (), [m])
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+class TakeWriter:
+    """Append rows to a take on disk; :meth:`finalize` assembles ``path`` atomically, :meth:`abort` removes all.
+
+    Rows are buffered up to ``chunk_rows`` and then written as one ``.npy`` per key into a hidden folder
+    ``.NAME.npz.parts`` next to the output, so memory stays at one chunk whatever the clip length.
+    """
+
+    def __init__(self, path: str | os.PathLike, meta: Mapping[str, Any] | None = None, chunk_rows: int = 256):
+        self.path = Path(path)
+        self.meta = dict(meta or {})
+        self.chunk_rows = int(chunk_rows)
+        self.parts_dir = self.path.parent / f".{self.path.name}.parts"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.parts_dir.exists():
+            shutil.rmtree(self.parts_dir)
+        self.parts_dir.mkdir()
+        self._buffer: dict[str, list[np.ndarray]] = {}
+        self._buffered = 0
+        self._chunks = 0
+        # on-disk layout, in row order: ("chunk", file number, rows) or ("zeros", None, rows)
+        self._segments: list[tuple[str, int | None, int]] = []
+        self.n_rows = 0
+        self._row_shapes: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+        self._closed = False
+
+    # -- writing rows -------------------------------------------------------------------------------------
+    def append(self, row: Mapping[str, Any]) -> None:
+        """Append one frame: ``row[key]`` has the contract shape without the leading N."""
+        self.append_rows({k: np.asarray(v)[None] for k, v in row.items()})
+
+    def append_rows(self, rows: Mapping[str, Any]) -> None:
+        """Append a batch: ``rows[key]`` is (B, ...). Every call must give the same keys and row shapes."""
+        if self._closed:
+            raise EmocaError("internal", f"{self.path}: append after finalize/abort")
+        rows = coerce(rows)
+        n = None
+        for key, arr in rows.items():
+            if key not in ALL_KEYS:
+                raise EmocaError("internal", f"{self.path}: unknown take key {key!r}")
+            sig = (arr.shape[1:], arr.dtype)
+            if self._row_shapes.setdefault(key, sig) != sig:
+                raise EmocaError("internal", f"{self.path}: {key} rows changed shape {self._row_shapes[key]} -> {sig}")
+            if n is None:
+                n = arr.shape[0]
+            elif arr.shape[0] != n:
+                raise EmocaError("internal", f"{self.path}: {key} has {arr.shape[0]} rows, others {n}")
+        if set(rows) != set(self._row_shapes):
+            raise EmocaError("internal", f"{self.path}: rows must always carry the same keys")
+        if not n:
+            return
+        for key, arr in rows.items():
+            self._buffer.setdefault(key, []).append(arr)
+        self._buffered += n
+        self.n_rows += n
+        if self._buffered >= self.chunk_rows:
+            self.flush()
+
+    def skip(self, n: int) -> None:
+        """Append ``n`` invalid rows (all zeros) without storing them: a track seen late costs nothing."""
+        if n < 0:
+            raise EmocaError("internal", f"{self.path}: cannot skip {n} rows")
+        if n == 0:
+            return
+        self.flush()
+        if self._segments and self._segments[-1][0] == "zeros":
+            self._segments[-1] = ("zeros", None, self._segments[-1][2] + n)
+        else:
+            self._segments.append(("zeros", None, n))
+        self.n_rows += n
+
+    def flush(self) -> None:
+        """Write the buffered rows as one chunk file per key."""
+        if not self._buffered:
+            return
+        for key, parts in self._buffer.items():
+            np.save(self.parts_dir / f"{key}.{self._chunks:06d}.npy", np.concatenate(parts), allow_pickle=False)
+        self._segments.append(("chunk", self._chunks, self._buffered))
+        self._buffer = {}
+        self._buffered = 0
+        self._chunks += 1
+
+    @property
+    def buffered_rows(self) -> int:
+        """Rows held in memory (at most ``chunk_rows``): the rest are on disk."""
+        return self._buffered
+
+    # -- reading back ---------------------------------------------------------------------------------------
+    def keys(self) -> list[str]:
+        return list(self._row_shapes)
+
+    def iter_column(self, key: str) -> Iterable[np.ndarray]:
+        """The rows of ``key`` chunk by chunk, skipped rows as zeros (memory: one chunk)."""
+        self.flush()
+        row_shape, dtype = self._row_shapes[key]
+        for kind, number, rows in self._segments:
+            if kind == "chunk":
+                yield np.load(self.parts_dir / f"{key}.{number:06d}.npy", allow_pickle=False)
+            else:
+                for a in range(0, rows, self.chunk_rows):
+                    yield np.zeros((min(self.chunk_rows, rows - a), *row_shape), dtype)
+
+    def column(self, key: str) -> np.ndarray:
+        """All rows of ``key`` (N, ...) in memory: for the small per-frame channels (smoothing, gaps)."""
+        shape, dtype = self._row_shapes[key]
+        parts = list(self.iter_column(key))
+        return np.concatenate(parts) if parts else np.zeros((0, *shape), dtype)
+
+    # -- finishing ------------------------------------------------------------------------------------------
+    def finalize(
+        self,
+        extra_meta: Mapping[str, Any] | None = None,
+        columns: Mapping[str, Any] | None = None,
+        path: str | os.PathLike | None = None,
+    ) -> Path:
+        """Assemble the take at ``path`` (default: the writer's) atomically, remove the parts; return the path.
+
+        ``columns`` replace or add whole columns (N, ...) (e.g. smoothed channels and their ``raw_*``); every
+        other key is streamed from the chunk files. The result is validated against the contract first.
+        """
+        if self._closed:
+            raise EmocaError("internal", f"{self.path}: finalize after finalize/abort")
+        if path is not None:
+            self.path = Path(path)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.flush()
+        columns = coerce(columns or {})
+        n = self.n_rows
+        specs: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+        for key, (row_shape, dtype) in self._row_shapes.items():
+            specs[key] = ((n, *row_shape), dtype)
+        for key, arr in columns.items():
+            if key not in ALL_KEYS:
+                raise EmocaError("internal", f"{self.path}: unknown take key {key!r}")
+            specs[key] = (arr.shape, arr.dtype)
+        # Validate shapes/dtypes with zero-copy stand-ins (no data is loaded for the check).
+        stand_ins = {
+            k: np.lib.stride_tricks.as_strided(np.zeros(1, dt), shape=s, strides=(0,) * len(s))
+            for k, (s, dt) in specs.items()
+        }
+        check_arrays(stand_ins, where=str(self.path))
+        meta = dict(self.meta)
+        meta.update(extra_meta or {})
+        tmp = partial_path(self.path)
+        try:
+            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+                for key, (shape, dtype) in specs.items():
+                    chunks = [columns[key]] if key in columns else self.iter_column(key)
+                    _write_npy_member(zf, key, dtype, shape, chunks)
+                m = np.array(meta_json(meta))
+                _write_npy_member(zf, "meta", m.dtype, (), [m])
+            os.replace(tmp, self.path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        finally:
+            shutil.rmtree(self.parts_dir, ignore_errors=True)
+            self._closed = True
+        return self.path
+
+    def abort(self) -> None:
+        """Remove the parts and any partial file (idempotent). A finished ``.npz`` is never touched."""
+        self._closed = True
+        self._buffer = {}
+        self._buffered = 0
+        shutil.rmtree(self.parts_dir, ignore_errors=True)
+        partial_path(self.path).unlink(missing_ok=True)
+
+    def __enter__(self) -> TakeWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if not self._closed:
+            self.abort()

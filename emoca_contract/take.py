@@ -1,0 +1,366 @@
+"""Take files (docs/formats.md#take-file): the format and its one reader. numpy + stdlib only.
+
+A take is one ``.npz`` per captured face track: per-frame arrays named in :data:`TAKE_KEYS` (the machine-readable
+form of the contract) plus a ``meta`` JSON string. The backend writes takes (``backend.take.writer``); the
+add-on, pipeline scripts and the backend itself read them with :func:`read_take`, which validates everything a
+consumer relies on before anything is used: the format and version, every array's shape and dtype kind, finite
+values in valid rows, strictly increasing frames and times, and the types of the ``meta`` fields. Every problem
+is an :class:`~emoca_contract.errors.EmocaError` naming the file and what was expected, never a raw exception.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .errors import EmocaError
+
+TAKE_FORMAT = "emoca-take"
+TAKE_VERSION = 1
+# Readers accept every major version from the first to this one (older takes stay readable).
+OLDEST_VERSION = 1
+
+# name -> (shape, dtype). Strings are symbolic sizes: N frames, n_exp expression coefficients, K detector
+# landmarks, C emotion classes; every array must agree on each symbol.
+Spec = tuple[tuple[int | str, ...], str]
+TAKE_KEYS: dict[str, Spec] = {
+    "frame": (("N",), "int64"),
+    "time": (("N",), "float64"),
+    "valid": (("N",), "bool"),
+    "interpolated": (("N",), "bool"),
+    "confidence": (("N",), "float32"),
+    "shape": (("N", 100), "float32"),
+    "exp": (("N", "n_exp"), "float32"),
+    "global_pose": (("N", 3), "float32"),
+    "jaw_pose": (("N", 3), "float32"),
+    "cam": (("N", 3), "float32"),
+    "crop": (("N", 3, 3), "float32"),
+    "landmarks": (("N", 68, 2), "float32"),
+    "detected_landmarks": (("N", "K", 2), "float32"),
+    "valence": (("N",), "float32"),
+    "arousal": (("N",), "float32"),
+    "expression": (("N", "C"), "float32"),
+}
+# The channels smoothing may change; their unsmoothed values are stored as raw_<name>.
+SMOOTHED_KEYS: tuple[str, ...] = ("exp", "global_pose", "jaw_pose", "cam", "valence", "arousal", "expression")
+for _k in SMOOTHED_KEYS:
+    TAKE_KEYS["raw_" + _k] = TAKE_KEYS[_k]
+REQUIRED_KEYS: tuple[str, ...] = tuple(TAKE_KEYS)  # what a writer must write
+# What a reader needs to use a take (what apply and retarget read); every other known key is checked when present,
+# so takes written by other tools (a pipeline script, an importer) need only these.
+READ_KEYS: tuple[str, ...] = ("frame", "time", "valid", "exp", "global_pose", "jaw_pose", "cam", "crop", "valence",
+                              "arousal", "expression")  # fmt: skip
+OPTIONAL_KEYS: dict[str, Spec] = {
+    "tex": (("N", 50), "float32"),
+    "light": (("N", 27), "float32"),
+    "detail": (("N", 128), "float32"),
+}
+ALL_KEYS: dict[str, Spec] = {**TAKE_KEYS, **OPTIONAL_KEYS}
+
+FER_CLASSES_DEFAULT = ["Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral"]
+# Blender names ID properties with at most 63 bytes; an emotion curve is "emoca_expr_<Class>".
+MAX_CLASS_NAME = 63 - len("emoca_expr_")
+# A take longer than this is a corrupt time column, not a performance (a day of footage at any rate).
+MAX_TAKE_SECONDS = 24 * 3600.0
+
+RECAPTURE_HINT = "Capture the take again; the file is not a valid take."
+
+
+# --------------------------------------------------------------------------------------------------------------
+# checking arrays against the contract
+
+
+def check_arrays(arrays: Mapping[str, np.ndarray], where: str = "take") -> dict[str, int]:
+    """Check names, shapes and exact dtypes against the contract; return the symbol sizes (N, n_exp, K, C).
+
+    For writers: raises EmocaError('internal') naming the offending key (a writer bug, not a user error).
+    """
+    missing = [k for k in REQUIRED_KEYS if k not in arrays]
+    if missing:
+        raise EmocaError("internal", f"{where}: missing take keys {missing}")
+    unknown = [k for k in arrays if k not in ALL_KEYS and k != "meta"]
+    if unknown:
+        raise EmocaError("internal", f"{where}: unknown take keys {unknown} (see docs/formats.md#take-file)")
+    sizes: dict[str, int] = {}
+    for key, value in arrays.items():
+        if key == "meta":
+            continue
+        arr = np.asarray(value)
+        if arr.dtype != np.dtype(ALL_KEYS[key][1]):
+            raise EmocaError("internal", f"{where}: {key} has dtype {arr.dtype}, expected {ALL_KEYS[key][1]}")
+        message = _shape_problem(key, arr.shape, sizes)
+        if message:
+            raise EmocaError("internal", f"{where}: {message}")
+    return sizes
+
+
+def _shape_problem(key: str, shape: tuple[int, ...], sizes: dict[str, int]) -> str | None:
+    """Why ``shape`` breaks the contract for ``key`` (None when it fits); records symbol sizes in ``sizes``."""
+    want = ALL_KEYS[key][0]
+    if len(shape) != len(want):
+        return f"{key} has shape {shape}, expected {want}"
+    for dim, w in zip(shape, want):
+        if isinstance(w, str):
+            if sizes.setdefault(w, dim) != dim:
+                return f"{key} has {w}={dim} but another key has {w}={sizes[w]}"
+        elif dim != w:
+            return f"{key} has shape {shape}, expected {want}"
+    return None
+
+
+def coerce(arrays: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Cast values to the contract dtypes (lists, float64 arrays from numpy maths, ...)."""
+    out = {}
+    for key, value in arrays.items():
+        if key in ALL_KEYS:
+            out[key] = np.ascontiguousarray(np.asarray(value, dtype=ALL_KEYS[key][1]))
+        else:
+            out[key] = np.asarray(value)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# meta
+
+
+def base_meta(**fields: Any) -> dict[str, Any]:
+    """The meta fields every take carries (format, version, backend_version, created) plus ``fields``."""
+    meta: dict[str, Any] = {
+        "format": TAKE_FORMAT,
+        "version": TAKE_VERSION,
+        "backend_version": __version__,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
+    meta.update(fields)
+    return meta
+
+
+def meta_json(meta: Mapping[str, Any]) -> str:
+    """``meta`` over :func:`base_meta`'s fields, as the JSON string a take stores (numpy values made plain)."""
+    full = base_meta()
+    full.update(meta)
+    return json.dumps(full, ensure_ascii=False, default=_json_default)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def partial_path(path: str | os.PathLike) -> Path:
+    """Where a take is written before it is complete (renamed onto ``path`` when finished)."""
+    return Path(str(path) + ".partial")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the take in memory
+
+
+@dataclass
+class Take:
+    """A take in memory: ``arrays`` (key -> ndarray, N rows each) and ``meta`` (the parsed, checked JSON)."""
+
+    arrays: dict[str, np.ndarray]
+    meta: dict[str, Any]
+    path: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return self.arrays[key]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.arrays
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.arrays["frame"].shape[0])
+
+    @property
+    def n_exp(self) -> int:
+        return int(self.arrays["exp"].shape[1])
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta.get("emotion", {}).get("classes", []))
+
+    @property
+    def fps(self) -> float | None:
+        """The footage's frame rate (meta.source.fps), None when unknown (an image sequence)."""
+        fps = self.meta.get("source", {}).get("fps")
+        return float(fps) if fps else None
+
+    @property
+    def clip_name(self) -> str:
+        """The footage's file stem (what actions are named after), else the take's own stem."""
+        src = self.meta.get("source", {}).get("path")
+        stem = Path(str(src)).stem if src else ""
+        if stem:
+            return stem
+        return self.path.name.removesuffix(".npz") if self.path is not None else "take"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# reading
+
+
+def _bad(path: Path, what: str) -> EmocaError:
+    return EmocaError("input_corrupt", f"{path}: {what}", RECAPTURE_HINT)
+
+
+def read_take(path: str | os.PathLike) -> Take:
+    """Load and validate a take file (no pickles); raise EmocaError naming the file and what was expected.
+
+    Codes: ``input_missing`` (no such file), ``input_unsupported`` (not a take, or a newer major version),
+    ``input_corrupt`` (unreadable, unfinished ``.partial``, or any array or meta field out of contract).
+    Keys this version does not know (a newer minor version) are kept, unchecked.
+    """
+    path = Path(path)
+    if path.name.endswith(".partial"):
+        raise EmocaError("input_corrupt", f"{path}: an unfinished take (.partial)", "Wait for the capture to finish.")
+    if not path.is_file():
+        raise EmocaError("input_missing", f"take file not found: {path}")
+    arrays = _load_npz(path)
+    meta = _parse_meta(path, arrays.pop("meta", None))
+    check_take_arrays(arrays, path)
+    check_meta(meta, arrays, path)
+    return Take(arrays=arrays, meta=meta, path=path)
+
+
+def is_npz(path: Path) -> bool:
+    """Whether the file starts like a zip archive (what every ``.npz`` is); numpy reads anything else as a pickle."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4) == b"PK\x03\x04"
+    except OSError:
+        return False
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    if not is_npz(path):
+        raise _bad(path, "not a readable .npz take (no zip header)")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: np.asarray(npz[k]) for k in npz.files}
+    except ValueError as exc:
+        if "pickle" in str(exc).lower():
+            raise EmocaError("unsafe_file", f"{path}: holds pickled objects; a take is plain arrays") from exc
+        raise _bad(path, f"not a readable .npz take ({exc})") from exc
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:
+        raise _bad(path, f"not a readable .npz take ({exc})") from exc
+    except MemoryError as exc:
+        raise _bad(path, "an array is too large to load") from exc
+
+
+def _parse_meta(path: Path, value: np.ndarray | None) -> dict[str, Any]:
+    if value is None:
+        raise EmocaError("input_unsupported", f"{path} has no 'meta': not an emoca take file")
+    if value.dtype.kind != "U" or value.ndim != 0:
+        raise _bad(path, f"'meta' is {value.dtype} {value.shape}, expected a JSON string")
+    try:
+        meta = json.loads(str(value))
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise _bad(path, f"'meta' is not JSON ({exc})") from exc
+    if not isinstance(meta, dict) or meta.get("format") != TAKE_FORMAT:
+        fmt = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise EmocaError("input_unsupported", f"{path}: meta.format is {fmt!r}, expected {TAKE_FORMAT!r} (not a take)")
+    version = meta.get("version")
+    try:
+        major = int(str(version).split(".")[0])
+    except ValueError:
+        raise _bad(path, f"meta.version {version!r} is not a version number") from None
+    if major > TAKE_VERSION:
+        raise EmocaError(
+            "input_unsupported",
+            f"{path}: take format version {version} is newer than this reader (versions {OLDEST_VERSION} to "
+            f"{TAKE_VERSION})",
+            "Update the add-on and backend to the version that wrote this take.",
+        )
+    if major < OLDEST_VERSION:
+        raise EmocaError("input_unsupported", f"{path}: take format version {version} is not supported")
+    return meta
+
+
+FLOAT_KINDS = "f"
+
+
+def check_take_arrays(arrays: Mapping[str, np.ndarray], path: Path | str) -> dict[str, int]:
+    """A reader's checks: the keys a consumer reads (:data:`READ_KEYS`), shapes agreeing on N/n_exp/K/C for every
+    known key present, dtype kinds (any float width is accepted where the contract says float), finite values in
+    valid rows, increasing frames and times."""
+    where = Path(path)
+    missing = [k for k in READ_KEYS if k not in arrays]
+    if missing:
+        raise _bad(where, f"missing keys {missing}")
+    sizes: dict[str, int] = {}
+    for key in [k for k in ALL_KEYS if k in arrays]:
+        arr = arrays[key]
+        message = _shape_problem(key, arr.shape, sizes)
+        if message:
+            raise _bad(where, message)
+        want = np.dtype(ALL_KEYS[key][1]).kind
+        kinds = {"f": "f", "b": "b", "i": "iu"}[want]
+        if arr.dtype.kind not in kinds:
+            raise _bad(where, f"'{key}' has dtype {arr.dtype}, expected {ALL_KEYS[key][1]}")
+    n = sizes["N"]
+    if n < 1:
+        raise _bad(where, "the take has no frames (N = 0)")
+    valid = arrays["valid"]
+    for key in [k for k in ALL_KEYS if k in arrays and arrays[k].dtype.kind == "f" and k != "time"]:
+        if not np.isfinite(arrays[key][valid]).all():
+            raise _bad(where, f"'{key}' holds NaN or infinite values in valid frames")
+    times = arrays["time"]
+    if not np.isfinite(times).all() or np.any(np.diff(times) <= 0):
+        raise _bad(where, "'time' must be finite and strictly increasing")
+    if float(times[-1] - times[0]) > MAX_TAKE_SECONDS:
+        raise _bad(where, f"'time' spans {float(times[-1] - times[0]):.3g} s (more than a day): not footage times")
+    if np.any(np.diff(arrays["frame"]) <= 0) or arrays["frame"][0] < 0:
+        raise _bad(where, "'frame' must be non-negative and strictly increasing")
+    return sizes
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_meta(meta: dict[str, Any], arrays: Mapping[str, np.ndarray], path: Path | str) -> None:
+    """The types of the meta fields consumers use (source, emotion, track, model, smoothing, warnings)."""
+    where = Path(path)
+    for section in ("source", "emotion", "track", "model", "smoothing", "gaps"):
+        if section in meta and not isinstance(meta[section], dict):
+            raise _bad(where, f"meta.{section} is a {type(meta[section]).__name__}, expected an object")
+    source = meta.get("source", {})
+    for key in ("fps", "width", "height"):
+        value = source.get(key)
+        if value is not None and not (_number(value) and value > 0):
+            raise _bad(where, f"meta.source.{key} is {value!r}, expected a positive number")
+    if source.get("path") is not None and not isinstance(source["path"], str):
+        raise _bad(where, f"meta.source.path is {source['path']!r}, expected a string")
+    classes = meta.get("emotion", {}).get("classes", [])
+    if not isinstance(classes, list) or not all(isinstance(c, str) and c.strip() for c in classes):
+        raise _bad(where, f"meta.emotion.classes must be a list of class names, not {classes!r}"[:200])
+    long = [c for c in classes if len(c.encode("utf-8")) > MAX_CLASS_NAME]
+    if long:
+        raise _bad(where, f"meta.emotion.classes has a name over {MAX_CLASS_NAME} bytes: {long[0][:80]!r}")
+    if len(set(classes)) != len(classes):
+        raise _bad(where, f"meta.emotion.classes repeats a name: {classes}")
+    if classes and len(classes) != arrays["expression"].shape[1]:
+        raise _bad(where, f"meta.emotion.classes names {len(classes)} classes but 'expression' has "
+                          f"{arrays['expression'].shape[1]} columns")  # fmt: skip
+    for key in ("warnings", "fallbacks"):
+        if key in meta and not (isinstance(meta[key], list) and all(isinstance(m, str) for m in meta[key])):
+            raise _bad(where, f"meta.{key} must be a list of strings")
