@@ -11,7 +11,10 @@ DIST := dist
 # Blender's own extension build/validate tool, shipped inside the bpy wheel (no Blender binary needed).
 BLENDER_EXT = $(shell find $(dir $(PY))../lib -path '*/bl_pkg/cli/blender_ext.py' 2>/dev/null | sort | tail -1)
 
-.PHONY: demo test test-main test-legacy env env-legacy extension bench lint clean
+# Coverage of the in-process tests (code run in child processes, backend servers and Blender, is not counted).
+COV_FLAGS := --cov --cov-report=term:skip-covered
+
+.PHONY: demo test test-main test-fast test-legacy check format lint types env env-legacy lock extension bench clean
 
 ## Set-up: the backend + Blender 5.0 environment (torch, bpy, PyAV, mediapipe, ...), pinned.
 env: $(VENV)/.installed
@@ -28,16 +31,28 @@ $(VENV42)/.installed: requirements/bpy42.txt
 	$(PY42) -m pip install -q --disable-pip-version-check -r requirements/bpy42.txt
 	touch $@
 
+## Re-lock after changing requirements/*.txt: every installed version of both environments, pinned.
+lock: env env-legacy
+	{ grep '^#' requirements/constraints.txt; \
+	  $(PY) -m pip freeze --all --exclude pip --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/'; \
+	} > requirements/constraints.txt.new && mv requirements/constraints.txt.new requirements/constraints.txt
+	{ grep '^#' requirements/bpy42.txt; $(PY42) -m pip freeze --exclude-editable; } > requirements/bpy42.txt.new \
+	  && mv requirements/bpy42.txt.new requirements/bpy42.txt
+
 ## The main job on the built-in defaults.
 demo: env
 	$(PY) -m backend demo --output demo_output
 
-## The whole suite: backend + Blender 5.0.1, then the add-on under Blender 4.2 LTS.
+## The whole gate (what CI runs): format, lint (incl. complexity), types, then the suite with coverage on
+## Blender 5.0.1, then the add-on under Blender 4.2 LTS.
 test: test-main test-legacy
 
-test-main: env
-	$(PY) -m ruff check .
-	$(PY) -m pytest
+test-main: check
+	$(PY) -m pytest $(COV_FLAGS)
+
+## The fast lane while working: no slow tests, no coverage, no legacy environment.
+test-fast: env
+	$(PY) -m pytest -m "not slow"
 
 test-legacy: env-legacy
 	$(PY42) -m pytest -m "blender and not torch" tests/blender tests/test_extension.py -p no:cacheprovider
@@ -46,8 +61,17 @@ test-legacy: env-legacy
 bench: env
 	$(PY) -m backend bench all
 
+## Static checks, each over the whole tree (configuration in pyproject.toml).
+check: format lint types
+
+format: env
+	$(PY) -m ruff format --check .
+
 lint: env
 	$(PY) -m ruff check .
+
+types: env
+	$(PY) -m mypy
 
 ## The installable extension zip, built and validated by Blender's own extension tool.
 extension: $(if $(filter $(VENV)/bin/python,$(PY)),env)
@@ -62,4 +86,4 @@ extension: $(if $(filter $(VENV)/bin/python,$(PY)),env)
 	$(PY) $(BLENDER_EXT) validate $(DIST)/emoca_blender-*.zip
 
 clean:
-	rm -rf build $(DIST) demo_output .pytest_cache .ruff_cache
+	rm -rf build $(DIST) demo_output .pytest_cache .ruff_cache .mypy_cache .coverage

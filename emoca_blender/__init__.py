@@ -15,15 +15,6 @@ from . import contract  # noqa: F401
 # isort: split
 from . import cli, operators, panel, preferences, properties
 
-bl_info = {  # legacy add-on installs (the extension manifest is the primary metadata)
-    "name": "EMOCA for Blender",
-    "version": (0, 1, 0),
-    "blender": (4, 2, 0),
-    "category": "Animation",
-    "location": "View3D > Sidebar > EMOCA; Clip Editor > Sidebar > EMOCA",
-    "description": "Emotion-driven face capture from video onto a FLAME head rig",
-}
-
 CLASSES = (*properties.CLASSES, *preferences.CLASSES, *operators.CLASSES, *panel.CLASSES)
 
 

@@ -128,7 +128,7 @@ def write_keys(
         lo, hi = replace_range if replace_range is not None else (frames.min(), frames.max())
         co = _get(kp, "co", n_old, 2, np.float32)
         keep = (co[:, 0] < lo - 1e-4) | (co[:, 0] > hi + 1e-4)
-        kept = {
+        kept: dict[str, np.ndarray] = {
             "co": co[keep],
             "interpolation": _get(kp, "interpolation", n_old, 1, np.int32)[keep],
             "handle_left_type": _get(kp, "handle_left_type", n_old, 1, np.int32)[keep],
@@ -138,9 +138,9 @@ def write_keys(
         }
         kp.clear()
     else:
-        kept = None
+        kept = {}
     n_new = len(frames)
-    n_kept = 0 if kept is None else len(kept["co"])
+    n_kept = len(kept["co"]) if kept else 0
     kp.add(n_new + n_kept)
     co = np.empty((n_new + n_kept, 2), np.float32)
     co[:n_new, 0] = frames

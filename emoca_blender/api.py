@@ -7,7 +7,7 @@
     run = api.train("emoca_v1", "learning.max_steps=100")   # run.model_folder: what capture(model=...) loads
 
 Everything blocks until done (no modal operators: they do not run in background mode). Errors are
-:class:`~.errors.EmocaError` with a code, a message and a hint. See docs/headless.md.
+:class:`emoca_contract.errors.EmocaError` with a code, a message and a hint. See docs/headless.md.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import bpy
 
@@ -25,9 +26,12 @@ from emoca_contract.errors import EmocaError
 from . import apply as _apply
 from . import preferences
 from .client import run_request, train_result_paths
+from .options import ApplyOptions
+from .progress import print_event
 from .rig import build_rig, find_rig, read_rig
 
 __all__ = [
+    "ApplyOptions",
     "CaptureResult",
     "EmocaError",
     "TrainResult",
@@ -44,10 +48,17 @@ def _python(python: str | None) -> str:
     return python or preferences.backend_python()
 
 
-def _print_event(event: dict) -> None:
-    from .operators import _print_progress
+@dataclass
+class _EventLog:
+    """The ``on_event`` of one request: keeps every event (a result's ``events``), prints them when verbose."""
 
-    _print_progress(event)
+    verbose: bool
+    seen: list[dict] = field(default_factory=list)
+
+    def __call__(self, event: dict) -> None:
+        self.seen.append(event)
+        if self.verbose:
+            print_event(event)
 
 
 def import_rig(rig_path: str | os.PathLike, name: str = "FLAME") -> bpy.types.Object:
@@ -57,16 +68,19 @@ def import_rig(rig_path: str | os.PathLike, name: str = "FLAME") -> bpy.types.Ob
 
 def export_rig(output: str | os.PathLike, flame: str | None = None, python: str | None = None) -> Path:
     """Ask the backend to write a rig file (the synthetic test head when ``flame`` is None); return its path."""
-    fields = {"output": str(output)}
-    if flame:
-        fields["flame"] = str(flame)
-    result = run_request(_python(python), "export_rig", on_event=_print_event, **fields)
+    fields: dict[str, Any] = {"output": str(output), **({"flame": str(flame)} if flame else {})}
+    result = run_request(_python(python), "export_rig", on_event=print_event, **fields)
     return Path((result.get("files") or [output])[0])
 
 
-def apply_take(rig, take_path: str | os.PathLike, **options) -> bpy.types.Action:
-    """Key a take onto a rig (armature or its mesh); return the armature's Action. Options: apply.apply_take."""
-    return _apply.apply_take(rig, take_path, **options)
+def apply_take(
+    rig, take_path: str | os.PathLike, options: ApplyOptions | None = None, **changes: Any
+) -> bpy.types.Action:
+    """Key a take onto a rig (armature or its mesh); return the armature's Action.
+
+    ``options``: an :class:`ApplyOptions`; ``changes``: apply options by name (frame_mapping, start, offset, ...,
+    see ApplyOptions) over it, and ``scene`` (default: the context's)."""
+    return _apply.apply_take(rig, take_path, options, **changes)
 
 
 @dataclass
@@ -78,21 +92,6 @@ class CaptureResult:
     events: list[dict] = field(default_factory=list)
 
 
-APPLY_KEYS = (
-    "frame_mapping",
-    "start",
-    "offset",
-    "head_rotation",
-    "correctives",
-    "emotion",
-    "camera_match",
-    "joint_offsets",
-    "action_mode",
-    "push_down",
-    "name",
-)
-
-
 def capture(
     footage: str | os.PathLike,
     rig=None,
@@ -101,19 +100,19 @@ def capture(
     flame: str | None = None,
     verbose: bool = True,
     cancel: Callable[[], bool] | None = None,
-    **options,
+    **options: Any,
 ) -> CaptureResult:
     """Capture ``footage`` with the backend and apply the (first) take to ``rig`` (built when None).
 
     ``cancel``: polled every 0.1 s; returning True cancels the capture (EmocaError code ``cancelled``; nothing is
     written and the scene is untouched). ``options``: the capture request's options (model, device, batch_size,
-    face, smooth, frames, ...) and the
-    apply options of :func:`apply_take` (frame_mapping, start, offset, ...), told apart by name.
+    face, smooth, frames, ...) and the apply options (:class:`ApplyOptions`: frame_mapping, start, offset, ...),
+    told apart by name.
     """
     footage = Path(footage)
     if not footage.exists():
         raise EmocaError("input_missing", f"footage not found: {footage}")
-    apply_opts = {k: options.pop(k) for k in list(options) if k in APPLY_KEYS}
+    apply_opts, options = ApplyOptions.split(options)
     out_dir = Path(output) if output else Path(tempfile.mkdtemp(prefix="emoca_"))
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir if options.get("face") == "all" else out_dir / (footage.stem + ".npz")
@@ -124,18 +123,12 @@ def capture(
     capture_opts = preferences.capture_options(None, None, **options)
     if flame:
         capture_opts["flame"] = str(flame)
-    events: list[dict] = []
-
-    def on_event(ev: dict) -> None:
-        events.append(ev)
-        if verbose:
-            _print_event(ev)
-
+    events = _EventLog(verbose)
     py = _python(python)
     result = run_request(
         py,
         "capture",
-        on_event=on_event,
+        on_event=events,
         should_cancel=cancel,
         input=str(footage),
         output=str(target),
@@ -154,8 +147,8 @@ def capture(
     if arm is None:
         rig_file = export_rig(out_dir / "rig.npz", flame=capture_opts.get("flame"), python=py)
         arm = build_rig(rig_file)
-    action = _apply.apply_take(arm, takes[0], **apply_opts)
-    return CaptureResult(rig=arm, action=action, takes=takes, rig_file=rig_file, events=events)
+    action = _apply.apply_take(arm, takes[0], apply_opts)
+    return CaptureResult(rig=arm, action=action, takes=takes, rig_file=rig_file, events=events.seen)
 
 
 @dataclass
@@ -189,15 +182,9 @@ def train(
     items = list(overrides) + [f"{k}={v}" for k, v in kw_overrides.items()]
     items = [f"output_dir={Path(o.split('=', 1)[1]).absolute()}" if o.startswith("output_dir=") else o for o in items]
     config = str(Path(config).absolute()) if Path(config).is_file() else str(config)
-    events: list[dict] = []
-
-    def on_event(ev: dict) -> None:
-        events.append(ev)
-        if verbose:
-            _print_event(ev)
-
+    events = _EventLog(verbose)
     result = run_request(
-        _python(python), "train", on_event=on_event, should_cancel=cancel, config=config, overrides=items
+        _python(python), "train", on_event=events, should_cancel=cancel, config=config, overrides=items
     )
     folder, ckpt = train_result_paths(result)
     if folder is None:
@@ -205,7 +192,7 @@ def train(
     return TrainResult(
         model_folder=Path(folder),
         checkpoint=Path(ckpt) if ckpt else None,
-        events=events,
+        events=events.seen,
         capture_loadable=result.get("capture_loadable"),
         result=result,
     )

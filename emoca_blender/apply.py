@@ -20,6 +20,8 @@ t0 + (frame - base) / scene_fps, interpolating linearly between source rows (qua
 ``footage_rate`` sets the scene rate to the footage's and keys source row i at base + frame[i] - frame[0].
 ``base`` = 1 (``start='one'``) or the playhead (``start='playhead'``), plus ``offset``. Scene frames whose
 source rows are invalid get no key; existing keys outside the take's frame span are left alone.
+
+The options (frame mapping, start, which channels, where the keys go) are one :class:`~.options.ApplyOptions`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import bpy
 import numpy as np
@@ -39,6 +42,7 @@ from emoca_contract.rotations import axis_angle_to_quat, continuous, quat_to_mat
 from emoca_contract.take import Take, read_take
 
 from . import animation
+from .options import FRAME_MAPPING, ApplyOptions, check_choice
 from .rig import find_rig, rig_mesh
 
 JAW_POSE_KEYS = [f"Pose{9 + i:03d}" for i in range(9)]  # (R_jaw - I), row-major; joints neck, jaw, eye_L, eye_R
@@ -66,8 +70,7 @@ def mapping_rows(take: Take, mode: str, base: float, scene_fps: float):
         rel = (take["frame"] - take["frame"][0]).astype(np.float64)
         idx = np.nonzero(valid)[0]
         return base + rel[idx], idx, idx, np.zeros(len(idx)), (base, base + rel[-1])
-    if mode != "resample":
-        raise EmocaError("config_invalid", f"frame_mapping {mode!r}: expected 'resample' or 'footage_rate'")
+    check_choice("frame_mapping", mode, FRAME_MAPPING)
     end = base + (times[-1] - times[0]) * scene_fps
     frames = np.arange(math.ceil(base - 1e-6), math.floor(end + 1e-6) + 1, dtype=np.float64)
     tau = times[0] + (frames - base) / scene_fps
@@ -197,31 +200,50 @@ def _target_actions(ids: dict, name: str, mode: str, push: bool, undo: _Undo) ->
     return out
 
 
+@dataclass
+class WritePlan:
+    """Everything the write step needs, decided (and validated) before the scene is touched."""
+
+    scene: bpy.types.Scene
+    arm: bpy.types.Object
+    key: bpy.types.Key
+    take: Take
+    plan: TakePlan
+    options: ApplyOptions
+    base: float  # the scene frame of the take's first frame
+    classes: list[str]  # the emotion classes, one custom property each
+    action_name: str
+    offsets: bool  # key the joint offsets (the option is on and the rig stores its joint expdirs)
+
+
 def apply_take(
     rig,
     take_path: str | os.PathLike | Take,
-    frame_mapping: str = "resample",
-    start: str = "one",
-    offset: int = 0,
-    head_rotation: bool = True,
-    correctives: bool = True,
-    emotion: bool = True,
-    camera_match: bool = False,
-    joint_offsets: bool = True,
-    action_mode: str = "new",
-    push_down: bool = False,
-    name: str | None = None,
-    scene=None,
-    frame_range: bool = True,
+    options: ApplyOptions | None = None,
+    *,
+    scene: bpy.types.Scene | None = None,
+    **changes: Any,
 ) -> bpy.types.Action:
     """Apply a take to a rig (armature object or its mesh); return the armature's Action.
 
-    ``frame_range``: set the scene's start/end frames to the frames the take covers (what an animator expects
-    after a capture); off keeps the scene's range.
+    ``options``: an :class:`~.options.ApplyOptions` (default: the defaults); ``changes``: apply options by name,
+    over ``options`` (``apply_take(rig, path, frame_mapping="footage_rate")``). An unknown option or a bad value
+    raises EmocaError('config_invalid').
 
     Everything is validated before the scene is touched: a bad take or rig raises EmocaError and changes nothing.
     """
-    scene = scene or bpy.context.scene
+    write = plan_write(rig, take_path, ApplyOptions.build(options, **changes), scene or bpy.context.scene)
+    # ---- nothing above touched the scene; from here on, write (and roll back on an unexpected failure)
+    undo = _Undo()
+    try:
+        return _write(write, undo)
+    except Exception:
+        _roll_back(undo)
+        raise
+
+
+def plan_write(rig, take_path: str | os.PathLike | Take, options: ApplyOptions, scene) -> WritePlan:
+    """Read and check the take against the rig and the options, and plan the keys (the scene is only read)."""
     arm = find_rig(rig)
     if arm is None:
         raise EmocaError(
@@ -229,15 +251,11 @@ def apply_take(
             f"{getattr(rig, 'name', rig)!r} is not an EMOCA FLAME rig",
             "Import a rig with Import FLAME rig and select its armature.",
         )
-    mesh = rig_mesh(arm)
-    key = mesh.data.shape_keys
+    key = rig_mesh(arm).data.shape_keys
     take = take_path if isinstance(take_path, Take) else read_take(take_path)
-    if start not in ("one", "playhead"):
-        raise EmocaError("config_invalid", f"start {start!r}: expected 'one' or 'playhead'")
-    if action_mode not in ("new", "active"):
-        raise EmocaError("config_invalid", f"action_mode {action_mode!r}: expected 'new' or 'active'")
     exp_keys = [f"Exp{i:03d}" for i in range(take.n_exp)]
-    missing = [k for k in exp_keys + (JAW_POSE_KEYS if correctives else []) if key is None or k not in key.key_blocks]
+    wanted = exp_keys + (JAW_POSE_KEYS if options.correctives else [])
+    missing = [k for k in wanted if key is None or k not in key.key_blocks]
     if missing:
         raise EmocaError(
             "config_invalid",
@@ -245,150 +263,133 @@ def apply_take(
             f"rig {arm.name!r} lacks shape keys {missing[:5]}{'...' if len(missing) > 5 else ''}",
             "Import a rig with at least as many expression keys as the take.",
         )
-    bones = ["jaw"] + (["root"] if head_rotation else [])
+    bones = ["jaw"] + (["root"] if options.head_rotation else [])
     if any(b not in arm.pose.bones for b in bones):
         raise EmocaError("config_invalid", f"rig {arm.name!r} lacks bones {bones}")
     src = take.meta.get("source", {})
-    if camera_match and not (src.get("width") and src.get("height")):
+    if options.camera_match and not (src.get("width") and src.get("height")):
         raise EmocaError("config_invalid", f"{take.path}: meta.source has no width/height for camera match")
-    base = float((1 if start == "one" else scene.frame_current) + offset)
+    base = float((1 if options.start == "one" else scene.frame_current) + options.offset)
     joint_expdirs = None
-    if joint_offsets and "emoca_joint_expdirs" in arm:
+    if options.joint_offsets and "emoca_joint_expdirs" in arm:
         joint_expdirs = np.asarray(arm["emoca_joint_expdirs"], np.float64).reshape(5, 3, -1)
-    fps = take.fps if frame_mapping == "footage_rate" else _scene_fps(scene)
-    plan = plan_take(take, frame_mapping, base, fps or 24.0, joint_expdirs)
-    classes = take.classes or [f"class{c}" for c in range(take["expression"].shape[1])]
-    action_name = name or f"EMOCA_{take.clip_name}"
-
-    # ---- nothing above touched the scene; from here on, write (and roll back on an unexpected failure)
-    undo = _Undo()
-    try:
-        return _write(
-            scene,
-            arm,
-            key,
-            take,
-            plan,
-            classes,
-            action_name,
-            frame_mapping,
-            base,
-            head_rotation,
-            correctives,
-            emotion,
-            camera_match,
-            joint_expdirs is not None,
-            action_mode,
-            push_down,
-            undo,
-            frame_range,
-        )
-    except Exception:
-        for id_data, previous in undo.assigned:
-            animation.assign_action(id_data, previous)
-        for obj in undo.objects:
-            bpy.data.objects.remove(obj)
-        for action in undo.created:
-            bpy.data.actions.remove(action)
-        if undo.fps is not None:
-            undo.fps[0].render.fps, undo.fps[0].render.fps_base = undo.fps[1:]
-        if undo.frame_range is not None:
-            undo.frame_range[0].frame_start, undo.frame_range[0].frame_end = undo.frame_range[1:]
-        raise
+    fps = take.fps if options.frame_mapping == "footage_rate" else _scene_fps(scene)
+    return WritePlan(
+        scene=scene,
+        arm=arm,
+        key=key,
+        take=take,
+        plan=plan_take(take, options.frame_mapping, base, fps or 24.0, joint_expdirs),
+        options=options,
+        base=base,
+        classes=take.classes or [f"class{c}" for c in range(take["expression"].shape[1])],
+        action_name=options.name or f"EMOCA_{take.clip_name}",
+        offsets=joint_expdirs is not None,
+    )
 
 
-def _write(
-    scene,
-    arm,
-    key,
-    take,
-    plan,
-    classes,
-    action_name,
-    frame_mapping,
-    base,
-    head_rotation,
-    correctives,
-    emotion,
-    camera_match,
-    offsets,
-    action_mode,
-    push,
-    undo,
-    frame_range,
-) -> bpy.types.Action:
-    f, v, span = plan.frames, plan.values, plan.span
+def _roll_back(undo: _Undo) -> None:
+    """Put back what a failed write changed (Action assignments, new objects and Actions, rate and range)."""
+    for id_data, previous in undo.assigned:
+        animation.assign_action(id_data, previous)
+    for obj in undo.objects:
+        bpy.data.objects.remove(obj)
+    for action in undo.created:
+        bpy.data.actions.remove(action)
+    if undo.fps is not None:
+        undo.fps[0].render.fps, undo.fps[0].render.fps_base = undo.fps[1:]
+    if undo.frame_range is not None:
+        undo.frame_range[0].frame_start, undo.frame_range[0].frame_end = undo.frame_range[1:]
+
+
+def _write(w: WritePlan, undo: _Undo) -> bpy.types.Action:
+    """Set the scene's rate and range, choose the Actions and write every channel; return the armature's Action."""
+    scene, plan, options = w.scene, w.plan, w.options
     if plan.fps:
         undo.fps = (scene, scene.render.fps, scene.render.fps_base)
         scene.render.fps, scene.render.fps_base = fps_to_scene(plan.fps)
-    if frame_range:
+    if options.frame_range:
         undo.frame_range = (scene, scene.frame_start, scene.frame_end)
-        scene.frame_start, scene.frame_end = int(math.floor(span[0])), int(math.ceil(span[1]))
-    ids = {"armature": arm, "key": key}
+        scene.frame_start, scene.frame_end = int(math.floor(plan.span[0])), int(math.ceil(plan.span[1]))
+    ids = {"armature": w.arm, "key": w.key}
     camera = None
-    if camera_match:
-        camera = _make_camera(arm, take, base, action_name, scene)
+    if options.camera_match:
+        camera = _make_camera(w.arm, w.take, w.base, w.action_name, scene)
         undo.objects.append(camera)
         ids["camera"] = camera
         ids["camera_data"] = camera.data
-    actions = _target_actions(ids, action_name, action_mode, push, undo)
-
-    key_channels = {f'key_blocks["Exp{i:03d}"].value': (f, v["exp"][:, i]) for i in range(take.n_exp)}
-    groups = dict.fromkeys(key_channels, "Expression")
-    if correctives:
-        for i, kname in enumerate(JAW_POSE_KEYS):
-            path = f'key_blocks["{kname}"].value'
-            key_channels[path] = (f, v["jaw_correctives"][:, i])
-            groups[path] = "Correctives"
-    animation.write_channels(actions["key"], key, key_channels, groups, replace_range=span)
-
-    arm_channels = {'pose.bones["jaw"].rotation_quaternion': (f, v["jaw"])}
-    groups = {'pose.bones["jaw"].rotation_quaternion': "jaw"}
-    if offsets:
-        arm_channels['pose.bones["jaw"].location'] = (f, v["jaw_offset"])
-        groups['pose.bones["jaw"].location'] = "jaw"
-    if head_rotation:
-        arm_channels['pose.bones["root"].rotation_quaternion'] = (f, v["head"])
-        groups['pose.bones["root"].rotation_quaternion'] = "root"
-        if offsets:
-            arm_channels['pose.bones["root"].location'] = (f, v["head_offset"])
-            groups['pose.bones["root"].location'] = "root"
-    if emotion:
-        _ensure_prop(arm, "emoca_valence", -1.0, 1.0, "Valence (negative to positive), EMOCA take")
-        _ensure_prop(arm, "emoca_arousal", -1.0, 1.0, "Arousal (calm to excited), EMOCA take")
-        arm_channels['["emoca_valence"]'] = (f, v["valence"])
-        arm_channels['["emoca_arousal"]'] = (f, v["arousal"])
-        for c, cls in enumerate(classes):
-            prop = prop_name(cls)
-            _ensure_prop(arm, prop, 0.0, 1.0, f"Probability of '{cls}', EMOCA take")
-            arm_channels[f'["{prop}"]'] = (f, v["expression"][:, c])
-        for path in arm_channels:
-            groups.setdefault(path, EMOTION_GROUP)
-    animation.write_channels(actions["armature"], arm, arm_channels, groups, replace_range=span)
-
+    actions = _target_actions(ids, w.action_name, options.action_mode, options.push_down, undo)
+    _write_shape_keys(w, actions["key"])
+    _write_armature(w, actions["armature"])
     if camera is not None:
-        loc, scale = camera_track(take, plan)
+        loc, scale = camera_track(w.take, plan)
+        f, span = plan.frames, plan.span
         animation.write_channels(actions["camera"], camera, {"location": (f, loc)}, "Camera", replace_range=span)
         animation.write_channels(
             actions["camera_data"], camera.data, {"ortho_scale": (f, scale)}, "Camera", replace_range=span
         )
-
-    meta = take.meta
-    info = {
-        "emoca_take": str(take.path),
-        "emoca_source": str(meta.get("source", {}).get("path", "")),
-        "emoca_source_fps": float(take.fps or 0.0),
-        "emoca_frame_mapping": frame_mapping,
-        "emoca_start_frame": float(base),
-        "emoca_frame_span": [float(span[0]), float(span[1])],
-        "emoca_model": str(meta.get("model", {}).get("name", "")),
-        "emoca_emotion_model": str(meta.get("emotion", {}).get("model", "")),
-        "emoca_meta": json.dumps(meta),
-    }
+    info = action_info(w)
     for action in set(actions.values()):
         for k, val in info.items():
             action[k] = val
     return actions["armature"]
+
+
+def _write_shape_keys(w: WritePlan, action: bpy.types.Action) -> None:
+    """The expression keys and (with correctives) the jaw's pose correctives, on the Key datablock."""
+    f, v = w.plan.frames, w.plan.values
+    channels = {f'key_blocks["Exp{i:03d}"].value': (f, v["exp"][:, i]) for i in range(w.take.n_exp)}
+    groups = dict.fromkeys(channels, "Expression")
+    if w.options.correctives:
+        for i, kname in enumerate(JAW_POSE_KEYS):
+            path = f'key_blocks["{kname}"].value'
+            channels[path] = (f, v["jaw_correctives"][:, i])
+            groups[path] = "Correctives"
+    animation.write_channels(action, w.key, channels, groups, replace_range=w.plan.span)
+
+
+def _write_armature(w: WritePlan, action: bpy.types.Action) -> None:
+    """Jaw and head rotations (and joint offsets) on the pose bones, the emotion curves as ID properties."""
+    f, v, arm = w.plan.frames, w.plan.values, w.arm
+    channels = {'pose.bones["jaw"].rotation_quaternion': (f, v["jaw"])}
+    groups = {'pose.bones["jaw"].rotation_quaternion': "jaw"}
+    if w.offsets:
+        channels['pose.bones["jaw"].location'] = (f, v["jaw_offset"])
+        groups['pose.bones["jaw"].location'] = "jaw"
+    if w.options.head_rotation:
+        channels['pose.bones["root"].rotation_quaternion'] = (f, v["head"])
+        groups['pose.bones["root"].rotation_quaternion'] = "root"
+        if w.offsets:
+            channels['pose.bones["root"].location'] = (f, v["head_offset"])
+            groups['pose.bones["root"].location'] = "root"
+    if w.options.emotion:
+        _ensure_prop(arm, "emoca_valence", -1.0, 1.0, "Valence (negative to positive), EMOCA take")
+        _ensure_prop(arm, "emoca_arousal", -1.0, 1.0, "Arousal (calm to excited), EMOCA take")
+        channels['["emoca_valence"]'] = (f, v["valence"])
+        channels['["emoca_arousal"]'] = (f, v["arousal"])
+        for c, cls in enumerate(w.classes):
+            prop = prop_name(cls)
+            _ensure_prop(arm, prop, 0.0, 1.0, f"Probability of '{cls}', EMOCA take")
+            channels[f'["{prop}"]'] = (f, v["expression"][:, c])
+        for path in channels:
+            groups.setdefault(path, EMOTION_GROUP)
+    animation.write_channels(action, arm, channels, groups, replace_range=w.plan.span)
+
+
+def action_info(w: WritePlan) -> dict:
+    """The source metadata every Action of the take stores as ``emoca_*`` ID properties."""
+    meta = w.take.meta
+    return {
+        "emoca_take": str(w.take.path),
+        "emoca_source": str(meta.get("source", {}).get("path", "")),
+        "emoca_source_fps": float(w.take.fps or 0.0),
+        "emoca_frame_mapping": w.options.frame_mapping,
+        "emoca_start_frame": float(w.base),
+        "emoca_frame_span": [float(w.plan.span[0]), float(w.plan.span[1])],
+        "emoca_model": str(meta.get("model", {}).get("name", "")),
+        "emoca_emotion_model": str(meta.get("emotion", {}).get("model", "")),
+        "emoca_meta": json.dumps(meta),
+    }
 
 
 def camera_track(take: Take, plan: TakePlan) -> tuple[np.ndarray, np.ndarray]:

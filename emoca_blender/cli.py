@@ -18,19 +18,12 @@ import bpy
 
 from emoca_contract.errors import EmocaError
 
+from . import api
+from .options import ApplyOptions, add_arguments
+from .progress import print_line
+from .rig import find_rig
+
 _HANDLE = None
-
-
-def _apply_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--frame-mapping", choices=("resample", "footage_rate"), default="resample")
-    p.add_argument("--start", choices=("one", "playhead"), default="one")
-    p.add_argument("--offset", type=int, default=0)
-    p.add_argument("--no-head", dest="head_rotation", action="store_false", help="no head rotation keys")
-    p.add_argument("--no-correctives", dest="correctives", action="store_false")
-    p.add_argument("--no-emotion", dest="emotion", action="store_false")
-    p.add_argument("--camera-match", action="store_true")
-    p.add_argument("--action-mode", choices=("new", "active"), default="new")
-    p.add_argument("--push-down", action="store_true")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--face", default=None)
     p.add_argument("--smooth", type=float, default=None)
     p.add_argument("--frames", default=None, help="A:B:S source frame range")
-    _apply_args(p)
+    add_arguments(p)
     p = sub.add_parser("import-rig", help="build the rig from a rig file and save a .blend")
     p.add_argument("rig")
     p.add_argument("--output", required=True)
@@ -61,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--blend", help="open this .blend first")
     p.add_argument("--rig-object", help="the rig armature's name (default: the only rig in the file)")
     p.add_argument("--rig", help="build this rig file first instead")
-    _apply_args(p)
+    add_arguments(p)
     return parser
 
 
@@ -73,8 +66,6 @@ def _open(blend: str | None) -> None:
 
 
 def _find_rig(name: str | None):
-    from .rig import find_rig
-
     if name:
         obj = find_rig(bpy.data.objects.get(name))
         if obj is None:
@@ -90,27 +81,11 @@ def _save(path: str) -> None:
     out = Path(path).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     bpy.ops.wm.save_as_mainfile(filepath=str(out))
-    print(f"[emoca] saved {out}", flush=True)
-
-
-def _apply_kwargs(a) -> dict:
-    return {
-        "frame_mapping": a.frame_mapping,
-        "start": a.start,
-        "offset": a.offset,
-        "head_rotation": a.head_rotation,
-        "correctives": a.correctives,
-        "emotion": a.emotion,
-        "camera_match": a.camera_match,
-        "action_mode": a.action_mode,
-        "push_down": a.push_down,
-    }
+    print_line(f"saved {out}")
 
 
 def main(argv: list[str]) -> int:
     """The ``-c emoca`` callback: parse ``argv`` and run; 0 on success, 1 on failure."""
-    from . import api
-
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:
@@ -122,20 +97,18 @@ def main(argv: list[str]) -> int:
         elif args.command == "apply":
             _open(args.blend)
             rig = api.import_rig(args.rig) if args.rig else _find_rig(args.rig_object)
-            action = api.apply_take(rig, args.take, **_apply_kwargs(args))
-            print(f"[emoca] applied {args.take} as {action.name}", flush=True)
+            action = api.apply_take(rig, args.take, ApplyOptions.from_object(args))
+            print_line(f"applied {args.take} as {action.name}")
         elif args.command == "capture":
             _open(args.blend)
             rig = args.rig or (_find_rig(args.rig_object) if args.blend else None)
             takes = args.takes or str(Path(args.output).resolve().parent / (Path(args.output).stem + "_takes"))
             opts = {k: getattr(args, k) for k in ("model", "device", "face", "smooth", "frames")}
+            apply_opts = ApplyOptions.from_object(args).as_dict()
             result = api.capture(
-                args.footage, rig=rig, output=takes, python=args.python, flame=args.flame, **opts, **_apply_kwargs(args)
+                args.footage, rig=rig, output=takes, python=args.python, flame=args.flame, **opts, **apply_opts
             )
-            print(
-                f"[emoca] captured {len(result.takes)} take(s); applied {result.takes[0]} as {result.action.name}",
-                flush=True,
-            )
+            print_line(f"captured {len(result.takes)} take(s); applied {result.takes[0]} as {result.action.name}")
         _save(args.output)
     except EmocaError as exc:
         print(f"error [{exc.code}]: {exc.message}\nhint: {exc.hint}", file=sys.stderr, flush=True)
@@ -145,7 +118,7 @@ def main(argv: list[str]) -> int:
 
 def register() -> None:
     global _HANDLE
-    if hasattr(bpy.utils, "register_cli_command") and _HANDLE is None:
+    if _HANDLE is None:  # register_cli_command: Blender 4.2+, the extension's minimum
         _HANDLE = bpy.utils.register_cli_command("emoca", main)
 
 

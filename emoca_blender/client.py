@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from emoca_contract import protocol
 from emoca_contract.errors import EmocaError
@@ -76,7 +77,7 @@ class BackendProcess:
         self.stderr_lines: collections.deque[str] = collections.deque(maxlen=2000)
         kwargs: dict = {}
         if sys.platform == "win32":
-            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | getattr(subprocess, "CREATE_NO_WINDOW", 0)
+            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW
         else:
             kwargs["start_new_session"] = True  # Ctrl-C in Blender's terminal does not hit the backend
         self.proc = subprocess.Popen(
@@ -92,13 +93,15 @@ class BackendProcess:
             bufsize=1,
             **kwargs,
         )
+        assert self.proc.stdin and self.proc.stdout and self.proc.stderr  # PIPE opens all three
+        self._stdin, self._stdout, self._stderr = self.proc.stdin, self.proc.stdout, self.proc.stderr
         self._lock = threading.Lock()
         threading.Thread(target=self._read_stdout, daemon=True, name="emoca-backend-stdout").start()
         threading.Thread(target=self._read_stderr, daemon=True, name="emoca-backend-stderr").start()
 
     # ---- threads
     def _read_stdout(self) -> None:
-        for line in self.proc.stdout:
+        for line in self._stdout:
             line = line.strip()
             if not line:
                 continue
@@ -109,7 +112,7 @@ class BackendProcess:
         self.events.put({"type": "exit", "returncode": self.proc.wait()})
 
     def _read_stderr(self) -> None:
-        for line in self.proc.stderr:
+        for line in self._stderr:
             self.stderr_lines.append(line.rstrip("\n"))
 
     # ---- API
@@ -126,8 +129,8 @@ class BackendProcess:
         self.proto.validate(msg)
         with self._lock:
             try:
-                self.proc.stdin.write(self.proto.encode(msg))
-                self.proc.stdin.flush()
+                self._stdin.write(self.proto.encode(msg))
+                self._stdin.flush()
             except (BrokenPipeError, OSError, ValueError) as exc:
                 raise EmocaError("internal", f"the backend is not running ({exc})\n{self.log(20)}") from exc
 
@@ -157,8 +160,8 @@ class BackendProcess:
     def close(self, timeout: float = 5.0) -> int | None:
         """Close stdin (the backend exits on EOF), then terminate/kill if it lingers."""
         try:
-            if self.proc.stdin and not self.proc.stdin.closed:
-                self.proc.stdin.close()
+            if not self._stdin.closed:
+                self._stdin.close()
         except OSError:
             pass
         try:
@@ -178,18 +181,14 @@ class BackendProcess:
         self.close()
 
 
-def error_from_event(event: dict, log: str = "") -> EmocaError:
-    msg = event.get("message", "backend error")
-    return EmocaError(event.get("code") or "internal", msg + (f"\n{log}" if log else ""), event.get("hint"))
-
-
 def run_request(
     python: str | os.PathLike,
     type_: str,
+    *,
     on_event: Callable[[dict], None] | None = None,
     timeout: float | None = None,
     should_cancel: Callable[[], bool] | None = None,
-    **fields,
+    **fields: Any,
 ) -> dict:
     """Blocking: start the backend, send one request, wait for its ``result`` event and return it.
 
@@ -213,7 +212,7 @@ def run_request(
                 if etype == "result" and event.get("id") == req_id:
                     return event
                 if etype == "error" and event.get("id") in (req_id, None):
-                    raise error_from_event(event, proc.log(20))
+                    raise EmocaError.from_dict(event, proc.log(20))
                 if etype == "exit":
                     if cancelled:
                         raise EmocaError("cancelled", f"{type_} was cancelled")
@@ -231,12 +230,13 @@ def run_request(
                 raise EmocaError("cancelled", f"{type_} was cancelled")
 
 
-class _BackendJob:
+class BackendJob:
     """A request on a BackendProcess, advanced by ``step()`` (what a modal operator runs on each timer tick).
 
     States: ``new``, ``running``, ``done``, ``failed`` (``error`` is an EmocaError) or ``cancelled``. Warnings,
-    errors for this job's requests and the backend's exit are handled here; subclasses handle ``progress`` and
-    ``result`` in ``_handle``.
+    errors for this job's requests and the backend's exit are handled here; subclasses send the request in
+    ``start()`` and handle ``progress`` and ``result`` in ``_handle``. Progress fields every job keeps:
+    ``progress`` (0..1), ``stage``, ``fps``, ``eta`` (seconds or None).
     """
 
     def __init__(self, proc: BackendProcess):
@@ -245,6 +245,12 @@ class _BackendJob:
         self.req_id: str | None = None
         self.warnings: list[str] = []
         self.error: EmocaError | None = None
+        self.progress, self.stage, self.fps = 0.0, "starting", 0.0
+        self.eta: float | None = None
+
+    def start(self) -> None:
+        """Send the job's request; the state becomes ``running``."""
+        raise NotImplementedError
 
     def _active_request(self) -> str | None:
         """The request a cancel goes to."""
@@ -257,8 +263,9 @@ class _BackendJob:
     def cancel(self) -> None:
         """Ask the backend to stop; it answers with a ``cancelled`` error (a capture writes no take; a training
         keeps the checkpoints written so far)."""
-        if self.state == "running":
-            self.proc.cancel(self._active_request())
+        request = self._active_request()
+        if self.state == "running" and request is not None:
+            self.proc.cancel(request)
             self.state = "cancelled"
 
     def step(self) -> str:
@@ -274,7 +281,7 @@ class _BackendJob:
         if etype == "warning" or (etype == "log" and ev.get("level") in ("warning", "error")):
             self.warnings.append(str(ev.get("message")))
         elif etype == "error" and ev.get("id") in self._request_ids():
-            self.error = error_from_event(ev, self.proc.log(20))
+            self.error = EmocaError.from_dict(ev, self.proc.log(20))
             self.state = "cancelled" if self.error.code == "cancelled" else "failed"
         elif etype == "exit":
             self.error = EmocaError(
@@ -289,7 +296,7 @@ class _BackendJob:
         raise NotImplementedError
 
 
-class CaptureJob(_BackendJob):
+class CaptureJob(BackendJob):
     """The capture as a state machine fed with events: what the modal operator runs on each timer tick.
 
     ``start()`` sends the capture request; ``step()`` drains the backend's events and returns the state:
@@ -306,7 +313,6 @@ class CaptureJob(_BackendJob):
         self.rig_output = rig_output
         self.flame = flame
         self.rig_req: str | None = None
-        self.progress, self.stage, self.fps, self.eta = 0.0, "starting", 0.0, None
         self.take_files: list[str] = []
         self.rig_file: str | None = None
 
@@ -361,7 +367,7 @@ def train_result_paths(result: dict) -> tuple[str | None, str | None]:
     return (str(folder) if folder else None), (str(ckpt) if ckpt else None)
 
 
-class TrainJob(_BackendJob):
+class TrainJob(BackendJob):
     """A ``train`` request as a state machine fed with events (the Train panel's modal operator steps it).
 
     ``start()`` sends the request (``config``: a YAML path or a shipped config's name; ``overrides``: ``key=value``
@@ -377,7 +383,6 @@ class TrainJob(_BackendJob):
         self.overrides = [str(o) for o in overrides or []]
         self.epoch, self.global_step, self.total = 0, 0, -1  # step() is the method: the step is global_step
         self.loss: float | None = None
-        self.progress, self.stage, self.fps, self.eta = 0.0, "starting", 0.0, None
         self.n_progress = 0  # progress events received
         self.model_folder: str | None = None
         self.checkpoint: str | None = None

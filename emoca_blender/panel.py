@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import bpy
 
+from .options import OPTIONS
+from .progress import capture_text, train_text
+
 
 def _draw_job(layout, context) -> bool:
     job = context.window_manager.emoca_job
     if job.running:
-        eta = f", ETA {job.eta:.0f} s" if job.eta >= 0 else ""
-        fps = f", {job.fps:.1f} fps" if job.fps > 0 else ""
-        text = f"{job.stage} {job.progress * 100:.0f}%{fps}{eta}"
-        if hasattr(layout, "progress"):
-            layout.progress(factor=job.progress, text=text)
-        else:
-            layout.prop(job, "progress", text=text, slider=True)
+        layout.progress(factor=job.progress, text=capture_text(job))
         layout.label(text="Esc cancels", icon="CANCEL")
     elif job.message:
         layout.label(text=job.message, icon="INFO")
@@ -48,27 +45,35 @@ def _draw_capture(layout, context, clip=None) -> None:
 
 
 def _draw_apply(layout, context) -> None:
+    """Every apply option (options.ApplyOptions, in its order) and the Apply Take button."""
     s = context.scene.emoca
     col = layout.column()
-    col.prop(s, "frame_mapping")
-    row = col.row(align=True)
-    row.prop(s, "start", expand=True)
-    col.prop(s, "offset")
-    col.prop(s, "head_rotation")
-    col.prop(s, "correctives")
-    col.prop(s, "emotion")
-    col.prop(s, "camera_match")
-    col.prop(s, "action_mode")
-    col.prop(s, "push_down")
+    for opt in OPTIONS:
+        if opt.expand:
+            col.row(align=True).prop(s, opt.attr, expand=True)
+        else:
+            col.prop(s, opt.attr)
     op = col.operator("emoca.apply_take", icon="IMPORT")
     op.use_scene_settings = True
 
 
-class EMOCA_PT_view3d(bpy.types.Panel):
-    bl_label = "EMOCA Face Capture"
+class _Sidebar:
+    """Where every EMOCA panel lives: the 'EMOCA' tab of an editor's sidebar (the 3D Viewport's by default)."""
+
     bl_space_type = "VIEW_3D"
     bl_region_type = "UI"
     bl_category = "EMOCA"
+
+
+class _Subpanel(_Sidebar):
+    """A closed-by-default subpanel of the 3D Viewport's EMOCA panel."""
+
+    bl_parent_id = "EMOCA_PT_view3d"
+    bl_options = {"DEFAULT_CLOSED"}
+
+
+class EMOCA_PT_view3d(_Sidebar, bpy.types.Panel):
+    bl_label = "EMOCA Face Capture"
 
     def draw(self, context):
         layout = self.layout
@@ -79,13 +84,8 @@ class EMOCA_PT_view3d(bpy.types.Panel):
         _draw_capture(layout.box(), context)
 
 
-class EMOCA_PT_view3d_apply(bpy.types.Panel):
+class EMOCA_PT_view3d_apply(_Subpanel, bpy.types.Panel):
     bl_label = "Apply Options"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "EMOCA"
-    bl_parent_id = "EMOCA_PT_view3d"
-    bl_options = {"DEFAULT_CLOSED"}
 
     def draw(self, context):
         _draw_apply(self.layout, context)
@@ -107,14 +107,7 @@ def _draw_train(layout, context) -> None:
     row.prop(s, "max_steps")
     col.prop(s, "overrides")
     if job.running:
-        total = f"/{job.total}" if job.total > 0 else ""
-        loss = f", loss {job.loss:.4f}" if job.loss >= 0 else ""
-        eta = f", ETA {job.eta:.0f} s" if job.eta >= 0 else ""
-        text = f"epoch {job.epoch}, step {job.step}{total}{loss}{eta}"
-        if hasattr(layout, "progress"):
-            layout.progress(factor=job.progress, text=text)
-        else:  # Blender < 4.0
-            layout.prop(job, "progress", text=text, slider=True)
+        layout.progress(factor=job.progress, text=train_text(job))
         layout.operator("emoca.train_stop", icon="CANCEL")
         return
     layout.operator("emoca.train", icon="PLAY")
@@ -130,23 +123,16 @@ def _draw_train(layout, context) -> None:
         box.operator("emoca.use_trained_model", text="Use as capture model", icon="CHECKMARK")
 
 
-class EMOCA_PT_view3d_train(bpy.types.Panel):
+class EMOCA_PT_view3d_train(_Subpanel, bpy.types.Panel):
     bl_label = "Train"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "EMOCA"
-    bl_parent_id = "EMOCA_PT_view3d"
-    bl_options = {"DEFAULT_CLOSED"}
 
     def draw(self, context):
         _draw_train(self.layout, context)
 
 
-class EMOCA_PT_clip(bpy.types.Panel):
+class EMOCA_PT_clip(_Sidebar, bpy.types.Panel):
     bl_label = "EMOCA Face Capture"
     bl_space_type = "CLIP_EDITOR"
-    bl_region_type = "UI"
-    bl_category = "EMOCA"
 
     @classmethod
     def poll(cls, context):

@@ -23,7 +23,11 @@ from emoca_contract.errors import EmocaError
 from .client import backend_env, backend_root, requirements_dir
 
 PACKAGE = __package__
-DEVICES = [("auto", "Auto", "CUDA when available, else CPU"), ("cuda", "CUDA", "NVIDIA GPU"), ("cpu", "CPU", "")]
+DEVICES = [
+    ("auto", "Auto", "CUDA when available, else CPU"),
+    ("cuda", "CUDA", "NVIDIA GPU"),
+    ("cpu", "CPU", "The processor"),
+]
 
 
 def get_prefs(context=None):
@@ -67,6 +71,12 @@ def smoothing_options(strength: float) -> dict:
     return {"smooth": "off"} if strength <= 0 else {"smooth": "butterworth", "smooth_strength": float(strength)}
 
 
+def flame_file(context=None) -> str | None:
+    """The FLAME model file set in the preferences (absolute), or None: the backend's default."""
+    prefs = get_prefs(context)
+    return bpy.path.abspath(prefs.flame_path) if prefs is not None and prefs.flame_path else None
+
+
 def capture_options(settings=None, context=None, **overrides) -> dict:
     """The capture request's ``options`` from the preferences' defaults, the scene settings and ``overrides``."""
     prefs = get_prefs(context)
@@ -91,6 +101,9 @@ def capture_options(settings=None, context=None, **overrides) -> dict:
     return opts
 
 
+STATUS_FORMAT = "emoca-assets-status"  # the ``assets status --json`` document (docs/assets.md), version 1+
+
+
 def check_assets(python: str) -> str:
     """Run ``python -m backend assets status --json``; return a readable found/missing report."""
     try:
@@ -106,30 +119,35 @@ def check_assets(python: str) -> str:
         raise EmocaError("asset_missing", f"could not run the backend with {python}: {exc}") from exc
     if out.returncode != 0:
         raise EmocaError("asset_missing", f"`assets status` failed ({out.returncode}): {out.stderr.strip()[-400:]}")
-    return format_status(json.loads(out.stdout))
+    return format_status(read_status(out.stdout))
 
 
-def format_status(status) -> str:
-    """One line per asset: ``name: found (path)`` or ``name: MISSING (what it is, where it goes)``."""
-    items = status.get("assets", status) if isinstance(status, dict) else status
-    if isinstance(items, dict):
-        items = [dict(v, key=k) if isinstance(v, dict) else {"key": k, "present": bool(v)} for k, v in items.items()]
-    lines = []
-    for item in items or []:
-        if not isinstance(item, dict):
-            lines.append(str(item))
-            continue
-        name = item.get("key") or item.get("name") or "?"
-        found = bool(item.get("present", item.get("found", item.get("ok")))) and item.get("valid") is not False
-        word = "found" if found else ("invalid" if item.get("present") else "MISSING")
-        if not found and item.get("optional"):
-            word += " (optional)"
-        detail = (
-            item.get("path", "")
-            if found
-            else "; ".join(str(x) for x in (item.get("message"), item.get("description"), item.get("path")) if x)
+def read_status(text: str) -> dict:
+    """The ``assets status --json`` document; anything else raises EmocaError('protocol')."""
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise EmocaError("protocol", f"`assets status --json` wrote no JSON ({exc}): {text[:200]!r}") from None
+    found = (document.get("format"), document.get("version")) if isinstance(document, dict) else (None, None)
+    if found[0] != STATUS_FORMAT or not isinstance(found[1], int) or found[1] < 1:
+        raise EmocaError(
+            "protocol", f"`assets status --json` wrote {found[0]!r} version {found[1]!r}, not {STATUS_FORMAT!r}"
         )
-        lines.append(f"{name}: {word}" + (f" - {detail}" if detail else ""))
+    return document
+
+
+def format_status(document: dict) -> str:
+    """One line per asset: ``key: found - path``, else ``key: MISSING`` or ``key: invalid`` (`` (optional)``
+    where the asset is) followed by what it is and where it goes."""
+    lines = []
+    for item in document["assets"]:
+        usable = item["present"] and item["valid"] is not False
+        word = "found" if usable else ("invalid" if item["present"] else "MISSING")
+        if not usable and item["optional"]:
+            word += " (optional)"
+        parts = [item["path"]] if usable else [item["message"], item["description"], item["path"]]
+        detail = "; ".join(str(p) for p in parts if p)
+        lines.append(f"{item['key']}: {word}" + (f" - {detail}" if detail else ""))
     return "\n".join(lines)
 
 
@@ -151,8 +169,13 @@ class EMOCA_OT_create_env(bpy.types.Operator):
     bl_idname = "emoca.create_env"
     bl_label = "Create Backend Environment"
 
-    _timer = None
-    _thread = None
+    def _setup(self, context) -> None:
+        target = env_dir()
+        self.steps = env_steps(sys.executable, target)
+        self.log_path = target.parent / "backend_env_pip.log"
+        self.state: dict = {"step": 0, "done": False, "failed": None}  # written by the pip thread
+        self._timer = None
+        context.window_manager.progress_begin(0, len(self.steps))
 
     def _run(self, steps, log_path: Path) -> None:
         with open(log_path, "w", encoding="utf-8") as log:
@@ -169,14 +192,9 @@ class EMOCA_OT_create_env(bpy.types.Operator):
     def invoke(self, context, event):
         if bpy.app.background:
             return self.execute(context)
-        target = env_dir()
-        self.steps = env_steps(sys.executable, target)
-        self.log_path = target.parent / "backend_env_pip.log"
-        self.state = {"step": 0, "done": False, "failed": None}
-        self._thread = threading.Thread(target=self._run, args=(self.steps, self.log_path), daemon=True)
-        self._thread.start()
+        self._setup(context)
+        threading.Thread(target=self._run, args=(self.steps, self.log_path), daemon=True).start()
         wm = context.window_manager
-        wm.progress_begin(0, len(self.steps))
         self._timer = wm.event_timer_add(0.5, window=context.window)
         wm.modal_handler_add(self)
         wm.emoca_job.message = "Creating the backend environment..."
@@ -214,12 +232,7 @@ class EMOCA_OT_create_env(bpy.types.Operator):
         return {"FINISHED"}
 
     def execute(self, context):
-        target = env_dir()
-        self.steps = env_steps(sys.executable, target)
-        self.log_path = target.parent / "backend_env_pip.log"
-        self.state = {"step": 0, "done": False, "failed": None}
-        self._timer = None
-        context.window_manager.progress_begin(0, len(self.steps))
+        self._setup(context)
         self._run(self.steps, self.log_path)
         return self._finish(context)
 
@@ -234,9 +247,9 @@ class EMOCA_OT_check_assets(bpy.types.Operator):
         job = context.window_manager.emoca_job
         try:
             job.check_report = check_assets(backend_python(context))
-        except (EmocaError, json.JSONDecodeError) as exc:
-            job.check_report = f"error: {exc}"
-            self.report({"ERROR"}, str(exc))
+        except EmocaError as exc:
+            job.check_report = f"error: {exc.report()}"
+            self.report({"ERROR"}, exc.report())
             return {"CANCELLED"}
         self.report({"INFO"}, "Asset check done")
         return {"FINISHED"}
@@ -259,9 +272,17 @@ class EmocaPreferences(bpy.types.AddonPreferences):
         subtype="FILE_PATH",
         description="Empty: the bundled 7-class network (valence/arousal estimated)",
     )
-    device: EnumProperty(name="Device", items=DEVICES, default="auto")
-    batch_size: IntProperty(name="Batch Size", default=32, min=1, max=1024)
-    smooth: FloatProperty(name="Default Smoothing", default=0.5, min=0.0, max=1.0)
+    device: EnumProperty(name="Device", items=DEVICES, default="auto", description="Where the networks run")
+    batch_size: IntProperty(
+        name="Batch Size", default=32, min=1, max=1024, description="Frames per network batch (lower: less memory)"
+    )
+    smooth: FloatProperty(
+        name="Default Smoothing",
+        default=0.5,
+        min=0.0,
+        max=1.0,
+        description="Smoothing when a capture does not set it (0 = raw, 1 = strong)",
+    )
 
     def draw(self, context):
         layout = self.layout

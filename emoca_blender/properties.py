@@ -1,14 +1,19 @@
 """All registered properties of the add-on, in one place.
 
-* ``Scene.emoca`` (saved with the .blend, undoable): capture and apply options.
-* ``WindowManager.emoca_job`` (not saved, not undone): the running job's progress, drawn by the panels.
+* ``Scene.emoca`` (saved with the .blend, undoable): capture options and the apply options.
+* ``WindowManager.emoca_job`` (not saved, not undone): the running capture's progress, drawn by the panels.
 * ``Scene.emoca_train``: the Train panel's settings; ``WindowManager.emoca_train_job``: the training's progress
   (epoch/step/loss) and its result (the run folder capture can load).
+
+The apply options are declared nowhere here: :func:`with_apply_options` generates them from
+:class:`~.options.ApplyOptions` (for ``Scene.emoca`` and the apply/capture operators). Both job groups share
+:class:`JobProgress`, the fields the modal-job mixin (modal.py) writes.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import bpy
 from bpy.props import (
@@ -20,14 +25,11 @@ from bpy.props import (
     StringProperty,
 )
 
-FRAME_MAPPING = [
-    ("resample", "Scene Rate", "Resample the take to the scene's frame rate, by time"),
-    ("footage_rate", "Footage Rate", "Set the scene's frame rate to the footage's; one key per source frame"),
-]
-START = [
-    ("one", "Frame 1", "The take's first frame lands on frame 1 (plus the offset)"),
-    ("playhead", "Playhead", "The take's first frame lands on the current frame (plus the offset)"),
-]
+from emoca_contract.errors import EmocaError
+
+from .client import backend_root
+from .options import OPTIONS
+
 SOURCE = [
     ("FILE", "Video File", "A video file or an image"),
     ("CLIP", "Movie Clip", "The active Movie Clip of the Clip Editor"),
@@ -38,10 +40,6 @@ FACE = [
     ("all", "All Faces", "One take per face track"),
     ("0", "Track 0", "The first face track"),
     ("1", "Track 1", "The second face track"),
-]
-ACTION_MODE = [
-    ("new", "New Action", "One new Action per take, named after the clip"),
-    ("active", "Active Action", "Replace the take's frame range in the rig's current Action; keys outside stay"),
 ]
 
 
@@ -56,19 +54,16 @@ CONFIG_HINTS = {
 
 def shipped_configs() -> list[Path]:
     """The backend's shipped training configs (``<backend>/training/configs/*.yaml``), preferred ones first."""
-    from emoca_contract.errors import EmocaError
-
-    from .client import backend_root
-
     try:
         found = sorted((backend_root() / "training" / "configs").glob("*.yaml"))
-    except EmocaError:
+    except EmocaError:  # no backend folder (a broken install): offer only a custom file
         return []
     rank = {name: i for i, name in enumerate(PREFERRED_CONFIGS)}
     return sorted(found, key=lambda p: (rank.get(p.stem, len(rank)), p.stem))
 
 
 def config_items() -> list[tuple[str, str, str]]:
+    """The Config menu: the shipped configs, then a custom file."""
     items = [(p.stem, p.stem, CONFIG_HINTS.get(p.stem, str(p))) for p in shipped_configs()]
     return items + [("CUSTOM", "Custom File", "A training config YAML of your own")]
 
@@ -76,46 +71,66 @@ def config_items() -> list[tuple[str, str, str]]:
 CONFIG_ITEMS = config_items()  # static: the shipped configs do not change while Blender runs
 
 
+def apply_option_properties() -> dict[str, Any]:
+    """One Blender property per apply option (:data:`~.options.OPTIONS`), named by the option's ``attr``."""
+    props: dict[str, Any] = {}
+    for opt in OPTIONS:
+        common = {"name": opt.label, "description": opt.description, "default": opt.default}
+        if opt.items:
+            props[opt.attr] = EnumProperty(items=list(opt.items), **common)
+        elif isinstance(opt.default, bool):
+            props[opt.attr] = BoolProperty(**common)
+        elif isinstance(opt.default, int):
+            props[opt.attr] = IntProperty(**common)
+        else:
+            props[opt.attr] = StringProperty(**common)
+    return props
+
+
+def with_apply_options(cls: type) -> type:
+    """Class decorator: declare every apply option as a Blender property of ``cls`` (before it is registered)."""
+    cls.__annotations__ = {**apply_option_properties(), **cls.__dict__.get("__annotations__", {})}
+    return cls
+
+
 def _is_rig(self, obj) -> bool:
     return obj.type == "ARMATURE" and "emoca_n_exp" in obj
 
 
+@with_apply_options
 class EmocaSettings(bpy.types.PropertyGroup):
-    source: EnumProperty(name="Footage", items=SOURCE, default="FILE")
-    footage: StringProperty(name="Footage File", subtype="FILE_PATH")
-    sequence_dir: StringProperty(name="Image Folder", subtype="DIR_PATH")
+    source: EnumProperty(name="Footage", items=SOURCE, default="FILE", description="Where the footage comes from")
+    footage: StringProperty(name="Footage File", subtype="FILE_PATH", description="A video file or an image")
+    sequence_dir: StringProperty(name="Image Folder", subtype="DIR_PATH", description="A folder of numbered images")
     frame_start: IntProperty(name="First Frame", default=0, min=0, description="First source frame (0-based)")
     frame_end: IntProperty(name="Last Frame", default=-1, min=-1, description="Last source frame (-1: to the end)")
-    frame_step: IntProperty(name="Step", default=1, min=1)
-    face: EnumProperty(name="Face", items=FACE, default="largest")
+    frame_step: IntProperty(name="Step", default=1, min=1, description="Capture every n-th source frame")
+    face: EnumProperty(name="Face", items=FACE, default="largest", description="Which face (track) to capture")
     smooth: FloatProperty(name="Smoothing", default=0.5, min=0.0, max=1.0, description="0 = raw, 1 = strong")
-    rig: PointerProperty(name="Target Rig", type=bpy.types.Object, poll=_is_rig)
+    rig: PointerProperty(
+        name="Target Rig", type=bpy.types.Object, poll=_is_rig, description="The FLAME rig a capture animates"
+    )
     take_path: StringProperty(name="Take", subtype="FILE_PATH", description="A take file (.npz) to apply")
     rig_path: StringProperty(name="Rig File", subtype="FILE_PATH", description="A rig file (.npz)")
-    frame_mapping: EnumProperty(name="Frame Mapping", items=FRAME_MAPPING, default="resample")
-    start: EnumProperty(name="Start", items=START, default="one")
-    offset: IntProperty(name="Offset", default=0, description="Frames added to the start")
-    head_rotation: BoolProperty(name="Head Rotation", default=True)
-    correctives: BoolProperty(name="Pose Correctives", default=True)
-    emotion: BoolProperty(name="Emotion Curves", default=True)
-    camera_match: BoolProperty(
-        name="Camera Match", default=False, description="An orthographic camera with the footage as background"
-    )
-    action_mode: EnumProperty(name="Write To", items=ACTION_MODE, default="new")
-    push_down: BoolProperty(
-        name="Push Down Previous", default=False, description="Move the rig's previous Action onto an NLA track"
-    )
 
 
-class EmocaJob(bpy.types.PropertyGroup):
-    running: BoolProperty(default=False)
-    progress: FloatProperty(name="Progress", default=0.0, min=0.0, max=1.0, subtype="FACTOR")
-    stage: StringProperty(default="")
-    fps: FloatProperty(default=0.0)
-    eta: FloatProperty(default=-1.0)
-    message: StringProperty(default="")
-    check_report: StringProperty(default="")
-    env_log: StringProperty(default="")
+class JobProgress:
+    """The progress fields every backend job shows (written by the modal-job mixin, modal.py)."""
+
+    running: BoolProperty(default=False, description="A job is running")
+    stop_requested: BoolProperty(default=False, description="Set by a Stop button; the job's operator stops")
+    progress: FloatProperty(
+        name="Progress", default=0.0, min=0.0, max=1.0, subtype="FACTOR", description="How far the job is"
+    )
+    stage: StringProperty(default="", description="What the backend is doing")
+    fps: FloatProperty(default=0.0, description="Frames (or steps) per second")
+    eta: FloatProperty(default=-1.0, description="Seconds left (-1: unknown)")
+    message: StringProperty(default="", description="The last job's outcome, shown in the panel")
+
+
+class EmocaJob(bpy.types.PropertyGroup, JobProgress):
+    check_report: StringProperty(default="", description="The last asset check, one line per asset")
+    env_log: StringProperty(default="", description="The end of the pip log of a failed environment creation")
 
 
 class EmocaTrainSettings(bpy.types.PropertyGroup):
@@ -146,20 +161,18 @@ class EmocaTrainSettings(bpy.types.PropertyGroup):
     )
 
 
-class EmocaTrainJob(bpy.types.PropertyGroup):
-    running: BoolProperty(default=False)
-    stop_requested: BoolProperty(default=False, description="Set by the Stop button; the training operator stops")
-    progress: FloatProperty(name="Progress", default=0.0, min=0.0, max=1.0, subtype="FACTOR")
-    stage: StringProperty(default="")
-    epoch: IntProperty(name="Epoch", default=0)
-    step: IntProperty(name="Step", default=0)
-    total: IntProperty(name="Total Steps", default=-1)
+class EmocaTrainJob(bpy.types.PropertyGroup, JobProgress):
+    epoch: IntProperty(name="Epoch", default=0, description="The current epoch")
+    step: IntProperty(name="Step", default=0, description="The current global step")
+    total: IntProperty(name="Total Steps", default=-1, description="-1: unknown")
     loss: FloatProperty(name="Loss", default=-1.0, description="-1: none yet")
-    eta: FloatProperty(default=-1.0)
-    message: StringProperty(default="")
-    model_folder: StringProperty(name="Trained Model", subtype="DIR_PATH", default="")
-    checkpoint: StringProperty(name="Checkpoint", subtype="FILE_PATH", default="")
-    capture_loadable: BoolProperty(default=True)
+    model_folder: StringProperty(
+        name="Trained Model", subtype="DIR_PATH", default="", description="The finished run's model folder"
+    )
+    checkpoint: StringProperty(
+        name="Checkpoint", subtype="FILE_PATH", default="", description="The finished run's best checkpoint"
+    )
+    capture_loadable: BoolProperty(default=True, description="False: a test network capture cannot load")
 
 
 CLASSES = (EmocaSettings, EmocaJob, EmocaTrainSettings, EmocaTrainJob)

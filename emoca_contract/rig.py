@@ -36,7 +36,7 @@ def read_rig(path: str | os.PathLike) -> dict[str, Any]:
         raise EmocaError("asset_invalid", f"{path}: not a .npz rig file (no zip header)", EXPORT_HINT)
     try:
         with np.load(path, allow_pickle=False) as npz:
-            rig = {k: np.asarray(npz[k]) for k in npz.files}
+            rig: dict[str, Any] = {k: np.asarray(npz[k]) for k in npz.files}
     except ValueError as exc:
         if "pickle" in str(exc).lower():
             raise EmocaError("unsafe_file", f"{path}: holds pickled objects; a rig file is plain arrays") from exc

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from backend import assets
+from emoca_contract.errors import EmocaError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -148,8 +149,6 @@ def _fetch(root: Path, args: argparse.Namespace) -> int:
     interactive = sys.stdin.isatty()
     if not args.yes:
         if not interactive:
-            from emoca_contract.errors import EmocaError
-
             raise EmocaError(
                 "config_invalid",
                 "fetching needs your confirmation that you registered and accepted the FLAME/EMOCA licences",

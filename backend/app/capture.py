@@ -10,7 +10,8 @@ import argparse
 import sys
 import threading
 
-from backend.capture.pipeline import CaptureOptions, capture, make_smoothing, parse_face, summary
+from backend.capture.options import CaptureOptions, make_smoothing, parse_face
+from backend.capture.pipeline import capture, summary
 from emoca_contract import protocol
 from emoca_contract.errors import EmocaError
 

@@ -189,13 +189,14 @@ def run(args: argparse.Namespace) -> int:
     )
     take = out / "demo_take.npz"
     shutil.copyfile(_track_matching_head(takes, truth["head_box"]), take)
-    from backend.take import preview as visualize
+    from backend.take.plot import plot_emotion
+    from backend.take.preview import write_preview
     from emoca_contract.take import read_take
 
     preview, plot = out / "demo_preview.mp4", out / "demo_emotion.png"
     t = read_take(take)
-    visualize.plot_emotion(t, plot)
-    visualize.write_preview(t, clip, preview, info["flame_path"])
+    plot_emotion(t, plot)
+    write_preview(t, clip, preview, info["flame_path"])
 
     blend = out / "demo.blend"
     blender = None

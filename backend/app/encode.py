@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from backend import __version__
+from backend.flame.camera import CROP_SIZE, crop_to_frame
+from backend.footage.crop import face_crop, invert
 from emoca_contract.errors import EmocaError
 
-CROP = 224
 BATCH = 16
 
 
@@ -70,10 +71,20 @@ def whole_image_crop(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
     import cv2
 
     h, w = image.shape[:2]
-    resized = (h, w) != (CROP, CROP)
-    crop = cv2.resize(image, (CROP, CROP), interpolation=cv2.INTER_AREA) if resized else image
-    T = np.diag([w / CROP, h / CROP, 1.0])
+    resized = (h, w) != (CROP_SIZE, CROP_SIZE)
+    crop = cv2.resize(image, (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_AREA) if resized else image
+    T = np.diag([w / CROP_SIZE, h / CROP_SIZE, 1.0])
     return np.ascontiguousarray(crop), T, resized
+
+
+def detected_faces(image: np.ndarray, detections: list, max_faces: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(crop (224, 224, 3) uint8, crop -> image (3, 3)) for the ``max_faces`` largest detections, cropped with
+    the one recipe (backend.footage.crop.face_crop on the 68-point subset, as capture and training do)."""
+    faces = []
+    for det in sorted(detections, key=lambda d: -d.area)[:max_faces]:
+        crop, tform = face_crop(image, det.landmarks68(), "kpt68")
+        faces.append((crop, invert(tform)))
+    return faces
 
 
 def collect_crops(images: list[Path], mode: str, detector_name: str, max_faces: int, notes: list[str]) -> list[dict]:
@@ -89,27 +100,22 @@ def collect_crops(images: list[Path], mode: str, detector_name: str, max_faces: 
             image = read_image(path)
             faces = []
             if detector is not None:
-                from backend.footage.crop import face_crop, invert
-
-                dets = sorted(detector.detect(image), key=lambda d: -d.area)[:max_faces]
-                for det in dets:
-                    crop, tform = face_crop(image, det.landmarks68(), kind="kpt68")
-                    faces.append((crop, invert(tform), True))
-                if not dets:
+                faces = [(crop, T, True) for crop, T in detected_faces(image, detector.detect(image), max_faces)]
+                if not faces:
                     notes.append(f"{path.name}: no face found, the whole image was used")
             if not faces:
                 crop, T, resized = whole_image_crop(image)
                 if resized:
                     h, w = image.shape[:2]
                     notes.append(
-                        f"{path.name}: resized {w}x{h} -> {CROP}x{CROP}"
+                        f"{path.name}: resized {w}x{h} -> {CROP_SIZE}x{CROP_SIZE}"
                         + (" (aspect ratio not kept)" if w != h else "")
                     )
                 faces.append((crop, T, mode == "none"))
             for k, (crop, T, detected) in enumerate(faces):
                 records.append({"crop_image": crop, "crop": T, "image_index": i, "face_index": k, "detected": detected})
     finally:
-        if detector is not None and hasattr(detector, "close"):
+        if detector is not None:
             detector.close()
     return records
 
@@ -126,7 +132,6 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from backend.assets import resolve_capture
-    from backend.flame.camera import normalized_to_crop_pixels, transform_points
     from backend.models.reconstructor import FaceReconstructor
 
     notes: list[str] = []
@@ -160,10 +165,7 @@ def run(args: argparse.Namespace) -> int:
     T = np.stack([r["crop"] for r in records]).astype(np.float32)
     arrays["crop"] = T
     if "landmarks2d" in arrays:
-        px = normalized_to_crop_pixels(arrays["landmarks2d"].astype(np.float64), CROP)
-        arrays["landmarks"] = np.stack([transform_points(p, t) for p, t in zip(px, T.astype(np.float64))]).astype(
-            np.float32
-        )
+        arrays["landmarks"] = crop_to_frame(arrays["landmarks2d"], T).astype(np.float32)
     arrays["image_index"] = np.array([r["image_index"] for r in records], np.int64)
     arrays["face_index"] = np.array([r["face_index"] for r in records], np.int64)
     arrays["detected"] = np.array([r["detected"] for r in records], bool)

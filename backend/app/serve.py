@@ -13,7 +13,6 @@ The loop ends when stdin closes (running jobs are cancelled first), when stdout 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import platform
 import subprocess
@@ -25,7 +24,7 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from backend import __version__
+from backend import __version__, assets
 from emoca_contract import protocol
 from emoca_contract.errors import EmocaError
 
@@ -277,7 +276,8 @@ def _plain(obj: Any) -> Any:
 
 
 def status_info() -> dict:
-    """Versions, device and (when backend.assets exists) what is installed."""
+    """Versions, device, and what is installed: ``assets`` is the ``assets status --json`` document
+    (docs/assets.md), without validation (a status request must answer at once)."""
     info: dict[str, Any] = {
         "backend_version": __version__,
         "protocol_version": protocol.PROTOCOL_VERSION,
@@ -290,18 +290,10 @@ def status_info() -> dict:
         info["torch"] = torch.__version__
         info["cuda"] = bool(torch.cuda.is_available())
         info["device"] = torch.cuda.get_device_name(0) if info["cuda"] else "cpu"
-    except Exception as exc:  # torch missing or broken: say so
+    except Exception as exc:  # torch missing or broken (it is the backend environment's to provide): say so
         info["torch"] = None
         info["device"] = f"unavailable ({exc})"
-    if importlib.util.find_spec("backend.assets") is not None:
-        try:
-            from backend import assets
-
-            statuses = assets.status(validate=False)
-            doc = assets.status_document(statuses) if hasattr(assets, "status_document") else statuses
-            info["assets"] = _plain(doc)
-        except Exception as exc:
-            info["assets"] = {"error": f"{type(exc).__name__}: {exc}"}
+    info["assets"] = assets.status_document(assets.status(validate=False))
     return info
 
 

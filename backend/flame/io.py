@@ -1,187 +1,29 @@
-"""Safe loading of the official FLAME files (numpy only; never chumpy, scipy or torch code from the file).
+"""Loading the official FLAME files (numpy only; never chumpy, scipy or torch code from the file).
 
 FLAME's ``generic_model.pkl`` is a 2017-era pickle of chumpy ``Ch`` objects and a scipy sparse matrix
-(emoca.md 2.5). ``restricted_load`` admits only numpy arrays/dtypes/scalars, scipy.sparse matrices (old module
-paths remapped) and inert chumpy stand-ins; any other global (os.system, builtins.eval, ...) is refused with
-``EmocaError('unsafe_file')``. ``load_flame`` validates the layout and caches a converted ``.npz``.
+(emoca.md 2.5). It is read by ``backend.pickles.restricted_load``, which admits only numpy arrays/dtypes/scalars,
+scipy.sparse matrices (old module paths remapped) and inert chumpy stand-ins; any other global (os.system,
+builtins.eval, ...) is refused with ``EmocaError('unsafe_file')``. ``load_flame`` validates the layout and caches
+a converted ``.npz`` in ``backend.paths.flame_cache_dir()``.
 """
 
 from __future__ import annotations
 
-import copyreg
 import hashlib
 import json
 import os
-import pickle
 from pathlib import Path
 
 import numpy as np
 
 from backend.flame.data import PARENTS, FlameData
+from backend.paths import flame_cache_dir
+from backend.pickles import ChStub, restricted_load
 from emoca_contract.errors import EmocaError
 
 CACHE_VERSION = 1
 N_POSEDIRS = 36
 N_JOINTS = 5
-
-
-# ------------------------------------------------------------------------------------------- unpickler
-def numpy_global(module: str, name: str):
-    """The numpy globals a pickled ndarray/dtype/scalar needs, or None (never anything callable beyond these)."""
-    if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name in ("_reconstruct", "scalar"):
-        from numpy.core import multiarray
-
-        return getattr(multiarray, name)
-    if module == "numpy" and name in ("ndarray", "dtype"):
-        return getattr(np, name)
-    if module in ("numpy.core.numeric", "numpy._core.numeric") and name == "_frombuffer":
-        from numpy.core import numeric
-
-        return numeric._frombuffer
-    if module == "numpy.dtypes" and name.endswith("DType"):
-        import numpy.dtypes
-
-        return getattr(numpy.dtypes, name, None)
-    return None
-
-
-def py2_name(module: str, name: str) -> tuple[str, str]:
-    """Python 2 global names (``__builtin__``, ``copy_reg``) as Python 3 spells them (what the default
-    ``find_class`` does for protocol < 3 pickles before importing)."""
-    import _compat_pickle
-
-    if (module, name) in _compat_pickle.NAME_MAPPING:
-        return _compat_pickle.NAME_MAPPING[(module, name)]
-    return _compat_pickle.IMPORT_MAPPING.get(module, module), name
-
-
-class ChStub:
-    """Stand-in for chumpy objects: keeps the pickled state; ``value`` is its ``x`` entry (the array)."""
-
-    def __init__(self, *args, **kwargs):
-        self.state: dict = {}
-
-    def __setstate__(self, state):
-        self.state = state if isinstance(state, dict) else {"state": state}
-
-    @property
-    def value(self) -> np.ndarray:
-        x = self.state.get("x")
-        if isinstance(x, ChStub):
-            return x.value
-        if x is not None:
-            return np.asarray(x)
-        raise ValueError(f"a chumpy object without an 'x' array (state keys {sorted(map(str, self.state))})")
-
-
-class SparseStub:
-    """Stand-in for a pickled scipy.sparse matrix: keeps the state and densifies it in numpy.
-
-    Rebuilding from the raw state (data/indices/indptr and the shape under ``_shape`` or ``shape``) avoids
-    depending on how a given SciPy version restores old pickles.
-    """
-
-    kind = "csc"
-
-    def __init__(self, *args, **kwargs):
-        self.state: dict = {}
-
-    def __setstate__(self, state):
-        self.state = state if isinstance(state, dict) else {}
-
-    def toarray(self) -> np.ndarray:
-        st = self.state
-        shape = tuple(int(x) for x in (st.get("_shape") or st.get("shape")))
-        out = np.zeros(shape, dtype=np.float64)
-        data = np.asarray(st["data"], dtype=np.float64)
-        if self.kind in ("csc", "csr"):
-            indices = np.asarray(st["indices"], dtype=np.int64)
-            indptr = np.asarray(st["indptr"], dtype=np.int64)
-            outer = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
-            rows, cols = (indices, outer) if self.kind == "csc" else (outer, indices)
-        elif self.kind == "coo":
-            rows = np.asarray(st.get("row", st.get("coords", [[], []])[0]), dtype=np.int64)
-            cols = np.asarray(st.get("col", st.get("coords", [[], []])[1]), dtype=np.int64)
-        else:
-            raise EmocaError("asset_invalid", f"unsupported sparse matrix kind {self.kind!r}")
-        np.add.at(out, (rows, cols), data)
-        return out
-
-
-def _sparse_kind(kind: str) -> type:
-    return type(f"{kind}_matrix_stub", (SparseStub,), {"kind": kind})
-
-
-_SPARSE = {
-    "csc_matrix": _sparse_kind("csc"),
-    "csr_matrix": _sparse_kind("csr"),
-    "coo_matrix": _sparse_kind("coo"),
-    "csc_array": _sparse_kind("csc"),
-    "csr_array": _sparse_kind("csr"),
-    "coo_array": _sparse_kind("coo"),
-}
-
-
-def _sparse_global(module: str, name: str):
-    """scipy.sparse matrix classes under any of their historic module paths (scipy.sparse.csc, ._csc, ...)."""
-    if module == "scipy.sparse" or module.startswith("scipy.sparse."):
-        return _SPARSE.get(name)
-    return None
-
-
-def _latin1_encode(text, encoding="latin1"):
-    """``_codecs.encode`` as Python 3 protocol-2 pickles use it for bytes; only the latin-1 codec."""
-    if str(encoding).lower().replace("_", "-") not in ("latin1", "latin-1", "iso-8859-1"):
-        raise EmocaError("unsafe_file", f"refused codec {encoding!r} in a pickle")
-    return str(text).encode("latin1")
-
-
-# inert helpers Python 2 pickles use for plain containers and old-style object reconstruction; every class
-# they build still comes through find_class
-_SAFE_BUILTINS = {
-    ("builtins", "set"): set,
-    ("builtins", "frozenset"): frozenset,
-    ("builtins", "object"): object,
-    ("copyreg", "_reconstructor"): copyreg._reconstructor,
-    ("_codecs", "encode"): _latin1_encode,
-}
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    def __init__(self, file, source: str):
-        super().__init__(file, encoding="latin1")
-        self.source = source
-
-    def find_class(self, module: str, name: str):
-        module, name = py2_name(module, name)
-        found = numpy_global(module, name)
-        if found is None:
-            found = _sparse_global(module, name)
-        if found is None and (module == "chumpy" or module.startswith("chumpy.")):
-            found = ChStub
-        if found is None:
-            found = _SAFE_BUILTINS.get((module, name))
-        if found is None:
-            raise EmocaError(
-                "unsafe_file",
-                f"{self.source}: refused to load the global '{module}.{name}' "
-                "(only numpy, scipy.sparse and chumpy data are allowed)",
-            )
-        return found
-
-
-def restricted_load(path: str | Path) -> object:
-    """Unpickle ``path`` admitting only plain data (numpy, scipy.sparse, chumpy stand-ins)."""
-    path = Path(path)
-    if not path.is_file():
-        raise EmocaError("asset_missing", f"file not found: {path}")
-    with open(path, "rb") as fh:
-        try:
-            return RestrictedUnpickler(fh, str(path)).load()
-        except EmocaError:
-            raise
-        except Exception as exc:  # truncated, not a pickle, ...
-            raise EmocaError("asset_invalid", f"{path}: not a readable pickle ({type(exc).__name__}: {exc})") from exc
 
 
 def _plain(x, source: str = "", key: str = "") -> np.ndarray:
@@ -267,16 +109,6 @@ def _cache_key(path: Path) -> str:
     return h.hexdigest()[:24]
 
 
-def default_cache_dir() -> Path:
-    try:
-        from backend.assets import user_data_dir  # type: ignore[attr-defined]
-
-        return Path(user_data_dir()) / "cache"
-    except (ImportError, AttributeError):
-        base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-        return Path(base) / "emoca_blender" / "cache"
-
-
 _ARRAYS = ("v_template", "faces", "shapedirs", "expdirs", "posedirs", "J_regressor", "weights", "parents")
 
 
@@ -327,7 +159,7 @@ def load_flame(path: str | Path, cache_dir: str | Path | None = None) -> FlameDa
         raise EmocaError("asset_missing", f"FLAME model not found: {path}")
     if path.suffix.lower() == ".npz":
         return load_npz(path)
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache = Path(cache_dir) if cache_dir is not None else flame_cache_dir()
     cached = cache / f"flame-{path.stem}-{_cache_key(path)}.npz"
     if cached.is_file():
         try:

@@ -2,20 +2,18 @@
 
 An embedding places a landmark on the surface as (face index, barycentric weights). DECA/EMOCA's
 ``landmark_embedding.npy`` is a 0-d object array holding a dict in which two entries are pickled torch
-tensors (emoca.md 2.6): we rebuild those as numpy with a restricted unpickler, so torch is not needed and no
-other global can run.
+tensors (emoca.md 2.6): ``backend.pickles.load_npy_object`` rebuilds those as numpy with a restricted
+unpickler, so torch is not needed and no other global can run.
 """
 
 from __future__ import annotations
 
-import io
-import pickle
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from backend.pickles import load_npy_object, restricted_load
 from emoca_contract.errors import EmocaError
 
 # MEDIAPIPE_TO_68: for each iBUG-68 landmark (0-16 jaw from the subject's right ear to the left one, 17-21 right
@@ -117,160 +115,6 @@ def dynamic_bin(yaw_degrees, convention: str = "deca"):
     return int(idx) if idx.ndim == 0 else idx
 
 
-# ------------------------------------------------------------------------- torch-free tensor unpickling
-class _Storage:
-    """A torch storage rebuilt as a flat numpy array (from the legacy torch.save stream)."""
-
-    def __init__(self, dtype: np.dtype, data: np.ndarray | None = None):
-        self.dtype = dtype
-        self.data = data
-
-
-_STORAGE_DTYPES = {
-    "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
-    "LongStorage": np.int64, "IntStorage": np.int32, "ShortStorage": np.int16,
-    "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
-}  # fmt: skip
-
-
-def _rebuild_tensor(storage: _Storage, offset: int, size, stride, *_ignored) -> np.ndarray:
-    if not isinstance(storage, _Storage) or storage.data is None:
-        raise pickle.UnpicklingError("tensor storage without data")
-    item = storage.data.itemsize
-    base = storage.data[offset:]
-    if len(size) == 0:
-        return base[:1].reshape(()).copy()
-    view = np.lib.stride_tricks.as_strided(base, shape=tuple(size), strides=tuple(s * item for s in stride))
-    return np.ascontiguousarray(view)
-
-
-class _StorageType:
-    def __init__(self, name: str):
-        self.name = name
-        self.dtype = np.dtype(_STORAGE_DTYPES[name])
-
-
-class _InnerUnpickler(pickle.Unpickler):
-    """The pickles inside a torch storage's bytes: storage types and plain containers only."""
-
-    def __init__(self, file, storages: dict[str, _Storage]):
-        super().__init__(file, encoding="latin1")
-        self.storages = storages
-
-    def find_class(self, module: str, name: str):
-        if module == "torch" and name in _STORAGE_DTYPES:
-            return _StorageType(name)
-        if module == "torch._utils" and name in ("_rebuild_tensor_v2", "_rebuild_tensor"):
-            return _rebuild_tensor
-        if module == "collections" and name == "OrderedDict":
-            import collections
-
-            return collections.OrderedDict
-        raise EmocaError("unsafe_file", f"refused to load the global '{module}.{name}' inside a torch storage")
-
-    def persistent_load(self, pid):
-        # ('storage', storage_type, key, location, numel, view_metadata)
-        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
-            raise pickle.UnpicklingError(f"unexpected persistent id {pid!r}")
-        st, key = pid[1], str(pid[2])
-        if not isinstance(st, _StorageType):
-            raise pickle.UnpicklingError(f"unexpected storage type {st!r}")
-        if key not in self.storages:
-            self.storages[key] = _Storage(st.dtype)
-        return self.storages[key]
-
-
-def _storage_from_bytes(data: bytes) -> _Storage:
-    """What ``torch.storage._load_from_bytes`` rebuilds, as numpy.
-
-    A storage pickled by plain pickle carries its own ``torch.save`` in the legacy (non-zip) format, which
-    torch uses there in every version since 1.6 (and before, when there was no other).
-    """
-    bio = io.BytesIO(data)
-    storages: dict[str, _Storage] = {}
-    if zipfile.is_zipfile(bio):
-        raise pickle.UnpicklingError("unexpected zip-format storage inside a pickle")
-    bio.seek(0)  # is_zipfile moved it
-    # legacy format: magic, protocol version, sys info, the object, the storage keys, then per storage
-    # (in key order) an int64 element count followed by the raw little-endian data
-    for _ in range(3):
-        _InnerUnpickler(bio, storages).load()
-    obj = _InnerUnpickler(bio, storages).load()
-    keys = _InnerUnpickler(bio, storages).load()
-    for key in keys:
-        st = storages[str(key)]
-        (count,) = np.frombuffer(bio.read(8), dtype="<i8")
-        raw = bio.read(int(count) * st.dtype.itemsize)
-        st.data = np.frombuffer(raw, dtype=st.dtype.newbyteorder("<")).astype(st.dtype)
-    return obj
-
-
-class _TensorType:
-    """Stand-in for the tensor class named by ``_rebuild_from_type_v2`` (the array is plain numpy anyway)."""
-
-
-def _rebuild_from_type(func, _type, args, _state=None):
-    """``torch._tensor._rebuild_from_type_v2``: the tensor is ``func(*args)``; the subclass/state is dropped."""
-    if func is not _rebuild_tensor:
-        raise pickle.UnpicklingError("unexpected tensor rebuild function")
-    return func(*args)
-
-
-class _EmbeddingUnpickler(pickle.Unpickler):
-    """numpy arrays and torch tensors (as numpy) only; anything else is refused."""
-
-    def __init__(self, file, source: str):
-        super().__init__(file, encoding="latin1")
-        self.source = source
-
-    def find_class(self, module: str, name: str):
-        from backend.flame.io import _SAFE_BUILTINS, numpy_global, py2_name
-
-        module, name = py2_name(module, name)
-        found = numpy_global(module, name) or _SAFE_BUILTINS.get((module, name))
-        if found is not None:
-            return found
-        if module == "torch._utils" and name in ("_rebuild_tensor_v2", "_rebuild_tensor"):
-            return _rebuild_tensor
-        if module == "torch.storage" and name == "_load_from_bytes":
-            return _storage_from_bytes
-        if module == "torch._tensor" and name == "_rebuild_from_type_v2":
-            return _rebuild_from_type
-        if module == "torch" and name in ("Tensor", "LongTensor", "FloatTensor"):
-            return _TensorType
-        if module == "torch" and name in _STORAGE_DTYPES:
-            return _StorageType(name)
-        if module == "collections" and name == "OrderedDict":
-            import collections
-
-            return collections.OrderedDict
-        raise EmocaError(
-            "unsafe_file",
-            f"{self.source}: refused to load the global '{module}.{name}' (only numpy arrays and tensors allowed)",
-        )
-
-
-def _load_npy_object(path: Path) -> object:
-    """Load a .npy that holds a pickled object through the restricted unpickler (never np.load's pickle)."""
-    with open(path, "rb") as fh:
-        version = np.lib.format.read_magic(fh)
-        header = np.lib.format._read_array_header(fh, version)  # (shape, fortran, dtype)
-        shape, _fortran, dtype = header
-        if dtype != np.dtype(object):
-            count = int(np.prod(shape))
-            arr = np.fromfile(fh, dtype=dtype, count=count)
-            return arr.reshape(shape)
-        try:
-            obj = _EmbeddingUnpickler(fh, str(path)).load()
-        except EmocaError as exc:
-            if str(path) in exc.message:
-                raise
-            raise EmocaError(exc.code, f"{path}: {exc.message}", exc.hint) from exc
-        except Exception as exc:  # a corrupt or truncated pickle
-            raise EmocaError("asset_invalid", f"{path}: cannot read the pickled content ({exc})") from exc
-    return obj
-
-
 def _unwrap(obj: object) -> object:
     if isinstance(obj, np.ndarray) and obj.dtype == object and obj.ndim == 0:
         return obj.item()
@@ -286,7 +130,7 @@ def load_landmark_embedding(path: str | Path) -> LandmarkEmbedding:
     path = Path(path)
     if not path.is_file():
         raise EmocaError("asset_missing", f"landmark embedding not found: {path}")
-    data = _unwrap(_load_npy_object(path))
+    data = _unwrap(load_npy_object(path))
     if not isinstance(data, dict):
         raise EmocaError("asset_invalid", f"{path}: expected a dict inside a 0-d object array, found {type(data)}")
     keys = ("static_lmk_faces_idx", "static_lmk_bary_coords", "dynamic_lmk_faces_idx",
@@ -308,19 +152,21 @@ def load_landmark_embedding(path: str | Path) -> LandmarkEmbedding:
     return emb
 
 
+def _ringnet_table(obj: object, source: str | Path) -> dict:
+    """A RingNet embedding file's content: a dict with lmk_face_idx and lmk_b_coords."""
+    if not isinstance(obj, dict) or "lmk_face_idx" not in obj or "lmk_b_coords" not in obj:
+        raise EmocaError("asset_invalid", f"{source}: expected a dict with lmk_face_idx and lmk_b_coords")
+    return obj
+
+
 def load_ringnet_embedding(static_pkl: str | Path, dynamic_npy: str | Path) -> LandmarkEmbedding:
     """RingNet/FLAME_PyTorch's ``flame_static_embedding.pkl`` + ``flame_dynamic_embedding.npy``.
 
     The static file has 51 points (no full 68 set): ``full_*`` is assembled from the bin-0 contour + static.
     Its tables are indexed with the negated yaw (convention "ringnet").
     """
-    from backend.flame.io import restricted_load
-
-    static = restricted_load(static_pkl)
-    dynamic = _unwrap(_load_npy_object(Path(dynamic_npy)))
-    for name, d in ((static_pkl, static), (dynamic_npy, dynamic)):
-        if not isinstance(d, dict) or "lmk_face_idx" not in d or "lmk_b_coords" not in d:
-            raise EmocaError("asset_invalid", f"{name}: expected a dict with lmk_face_idx and lmk_b_coords")
+    static = _ringnet_table(restricted_load(static_pkl), static_pkl)
+    dynamic = _ringnet_table(_unwrap(load_npy_object(Path(dynamic_npy))), dynamic_npy)
     sf = _as_np(static["lmk_face_idx"], np.int64).reshape(-1)
     sb = _as_np(static["lmk_b_coords"], np.float32).reshape(-1, 3)
     df = _as_np(dynamic["lmk_face_idx"], np.int64)

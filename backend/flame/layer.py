@@ -59,6 +59,25 @@ class FLAME(nn.Module):
     zero unless given. Full pose = [global | neck | jaw | eye_L | eye_R].
     """
 
+    # Buffers (registered in __init__; declared here for the type checker). Landmark ones exist only with an
+    # embedding (has_landmarks / has_mediapipe).
+    v_template: torch.Tensor  # (V, 3)
+    shapedirs: torch.Tensor  # (V, 3, n_shape)
+    expdirs: torch.Tensor  # (V, 3, n_exp)
+    posedirs: torch.Tensor  # (V, 3, 36)
+    J_regressor: torch.Tensor  # (J, V)
+    lbs_weights: torch.Tensor  # (V, J)
+    parents: torch.Tensor  # (J,) int64
+    faces: torch.Tensor  # (F, 3) int64
+    lmk_faces_idx: torch.Tensor  # (51,) int64
+    lmk_bary_coords: torch.Tensor  # (51, 3)
+    dynamic_lmk_faces_idx: torch.Tensor  # (79 yaw bins, 17) int64
+    dynamic_lmk_bary_coords: torch.Tensor  # (79, 17, 3)
+    full_lmk_faces_idx: torch.Tensor  # (68,) int64
+    full_lmk_bary_coords: torch.Tensor  # (68, 3)
+    lmk_faces_idx_mediapipe: torch.Tensor  # (K,) int64
+    lmk_bary_coords_mediapipe: torch.Tensor  # (K, 3)
+
     def __init__(
         self,
         flame_data: FlameData,

@@ -1,5 +1,9 @@
 """The EMOCA/DECA face crop (emoca.md 4.1), exactly: landmark box -> square -> similarity -> 224x224 bilinear.
 
+The one crop recipe: capture (backend.capture.reader), still images (backend.app.encode) and training data
+(backend.training.data) all crop through :func:`face_crop`, so the networks see at inference exactly the crops
+they were trained on. The crop size and the crop-space conventions live in backend.flame.camera.
+
 Coordinates: pixel-index convention (x = column, y = row, integer = pixel centre), as skimage's ``warp`` and
 ``estimate_transform`` use them; both frame and crop space use it, so ``crop_transform`` maps frame pixels to crop
 pixels with the 224 px crop spanning 0..223 exactly as the official code. The take stores the inverse (crop ->
@@ -18,7 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-CROP_SIZE = 224
+from backend.flame.camera import CROP_SIZE
+
 CROP_SCALE = 1.25
 KPT_BOX_FACTOR = 1.1
 BBOX_CENTER_SHIFT = 0.12
@@ -88,13 +93,6 @@ def invert(tform: np.ndarray) -> np.ndarray:
     return np.linalg.inv(np.asarray(tform, np.float64))
 
 
-def transform_points(points: np.ndarray, tform: np.ndarray) -> np.ndarray:
-    """(..., 2) points through a (3, 3) transform."""
-    p = np.asarray(points, np.float64)
-    t = np.asarray(tform, np.float64)
-    return p @ t[:2, :2].T + t[:2, 2]
-
-
 def warp_crop(image: np.ndarray, tform: np.ndarray, out_size: int = CROP_SIZE, order: int = 1) -> np.ndarray:
     """(H, W, 3) uint8 frame -> (out_size, out_size, 3) uint8 crop through ``tform`` (frame -> crop).
 
@@ -111,7 +109,12 @@ def warp_crop(image: np.ndarray, tform: np.ndarray, out_size: int = CROP_SIZE, o
         raise ValueError(f"order must be 0, 1 or 3, not {order}")
     m = np.asarray(tform, np.float64)[:2]
     return cv2.warpAffine(
-        np.ascontiguousarray(image), m, (out_size, out_size), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+        np.ascontiguousarray(image),
+        m,
+        (out_size, out_size),
+        flags=flags,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=(0.0, 0.0, 0.0, 0.0),
     )
 
 
@@ -128,11 +131,15 @@ def face_crop(
     image: np.ndarray,
     landmarks: np.ndarray,
     kind: str = "kpt68",
-    scale: float = CROP_SCALE,
     out_size: int = CROP_SIZE,
     order: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Convenience: (crop (out, out, 3) uint8, frame -> crop transform (3, 3)) for one face."""
+    """The crop recipe for one face: (crop (out_size, out_size, 3) uint8, frame -> crop transform (3, 3) float64).
+
+    image (H, W, 3) uint8 frame; landmarks as :func:`box_from_landmarks` takes them (the 68-point subset of a
+    detection, ``Detection.landmarks68()``, with kind 'kpt68', is what the networks were trained on). The take
+    stores ``invert(transform)``.
+    """
     center, size = box_from_landmarks(landmarks, kind)
-    tform = crop_transform(center, size, scale, out_size)
+    tform = crop_transform(center, size, CROP_SCALE, out_size)
     return warp_crop(image, tform, out_size, order), tform

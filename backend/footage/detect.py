@@ -14,13 +14,13 @@ with the synthetic head's landmark embedding so detected and model landmarks fol
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from backend.flame.landmarks import IBUG68_FLIP, MEDIAPIPE_TO_68  # noqa: F401  (re-exported)
+from backend.paths import torch_hub_checkpoints
 from emoca_contract.errors import EmocaError
 
 FAN_FILES = {
@@ -126,14 +126,8 @@ class MediaPipeDetector:
 
 
 def fan_checkpoint_dir() -> Path:
-    """Where face_alignment looks for its weights: ``$TORCH_HOME/hub/checkpoints`` (torch.hub.get_dir())."""
-    try:
-        import torch.hub
-
-        return Path(torch.hub.get_dir()) / "checkpoints"
-    except ImportError:  # pragma: no cover
-        home = os.environ.get("TORCH_HOME", os.path.join(os.path.expanduser("~"), ".cache", "torch"))
-        return Path(home) / "hub" / "checkpoints"
+    """Where face_alignment looks for its weights: ``$TORCH_HOME/hub/checkpoints`` (torch's own rule)."""
+    return torch_hub_checkpoints()
 
 
 def missing_fan_files() -> list[Path]:

@@ -105,7 +105,7 @@ class FaceTracker:
             scores = [d.score for d in boxes] if scores is None else scores
             boxes = [d.box for d in boxes]
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-        scores = np.ones(len(boxes)) if scores is None else np.asarray(scores, np.float64)
+        score_of = np.ones(len(boxes)) if scores is None else np.asarray(scores, np.float64)  # (M,)
         # retire tracks unseen for too long before matching
         self._live = [t for t in self._live if frame - t.last_frame <= self.max_age]
         ids = [-1] * len(boxes)
@@ -114,12 +114,12 @@ class FaceTracker:
             rows, cols = linear_sum_assignment(cost)
             for r, c in zip(rows, cols):
                 if cost[r, c] <= self.max_cost:
-                    self._assign(self._live[r], frame, boxes[c], scores[c])
+                    self._assign(self._live[r], frame, boxes[c], score_of[c])
                     ids[c] = self._live[r].id
         for c in range(len(boxes)):
             if ids[c] < 0:
                 t = _Track(
-                    self._next_id, boxes[c].copy(), frame, frame, area_sum=_area(boxes[c]), score_sum=float(scores[c])
+                    self._next_id, boxes[c].copy(), frame, frame, area_sum=_area(boxes[c]), score_sum=float(score_of[c])
                 )
                 self._next_id += 1
                 self._live.append(t)

@@ -18,10 +18,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from emoca_contract.errors import EmocaError
+
+if TYPE_CHECKING:
+    from av.container import InputContainer
+    from av.video.frame import VideoFrame
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pgm", ".ppm"})
 DEFAULT_IMAGE_FPS = 25.0
@@ -293,6 +298,23 @@ class Footage:
             pass
 
 
+@dataclass
+class _DecodeCounts:
+    """Running counts of one decode pass: frames decoded, and undecodable packets before the first frame."""
+
+    decoded: int = 0
+    errors_before_first: int = 0
+
+
+def frame_time(pts: int | None, t0: int, time_base: Fraction, last_time: float | None, fps: float) -> float:
+    """Presentation time (s) of a frame: from its timestamp; without one, one frame after the last (0 first)."""
+    if pts is not None:
+        return float((pts - t0) * time_base)
+    if last_time is not None:
+        return last_time + 1.0 / fps
+    return 0.0
+
+
 class _VideoFootage(Footage):
     def __init__(self, path: Path, frames: FrameRange, on_warning: Warn | None):
         import av
@@ -319,7 +341,7 @@ class _VideoFootage(Footage):
                 f"(streams: {[s.type for s in container.streams] or 'none'}"
                 f"{'; text is not footage' if text_codec else ''})",
             )
-        self._container = container
+        self._container: InputContainer | None = container  # None once closed
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"  # frame + slice threads: decode is the first bottleneck of capture
         self._stream = stream
@@ -388,19 +410,17 @@ class _VideoFootage(Footage):
     def _seek_start(self, cfr: bool) -> None:
         """Seek to the keyframe before ``frames.start`` on constant-rate footage (indices then come from the
         timestamps, index = round(time * fps), which only holds at constant rate); otherwise decode from 0."""
-        s = self._stream
-        start = self.frames.start
-        if not cfr or start < SEEK_MIN_FRAMES:
+        s, container = self._stream, self._container
+        start, rate, tb = self.frames.start, s.average_rate, s.time_base
+        if not cfr or start < SEEK_MIN_FRAMES or container is None or rate is None or tb is None:
             return
-        target = int((Fraction(start - 2) / Fraction(s.average_rate)) / s.time_base) + (s.start_time or 0)
+        target = int((Fraction(start - 2) / Fraction(rate)) / tb) + (s.start_time or 0)
         try:
-            self._container.seek(target, stream=s, backward=True, any_frame=False)
+            container.seek(target, stream=s, backward=True, any_frame=False)
         except Exception:
-            self._container.seek(s.start_time or 0, stream=s)
+            container.seek(s.start_time or 0, stream=s)
 
     def _generate(self) -> Iterator[Frame]:
-        import av
-
         s = self._stream
         tb = s.time_base or Fraction(1, 1)
         t0 = s.start_time or 0
@@ -409,69 +429,78 @@ class _VideoFootage(Footage):
         # every later index. Variable rate: index = decode count (the only definition there is).
         cfr = self._is_cfr()
         self._seek_start(cfr)
+        counts = _DecodeCounts()
         index = 0
-        decoded = 0
-        errors_before_first = 0
-        last_time = None
+        last_time: float | None = None
         rot_known = False
-        demux = self._container.demux(s)
+        for vf in self._decoded_frames(counts):
+            time = frame_time(vf.pts, t0, tb, last_time, fps)
+            if cfr and vf.pts is not None:
+                index = max(int(round(time * fps)), index)
+            last_time = time
+            i = index
+            index += 1
+            if vf.is_corrupt:
+                self._warn(f"{self.info.path}: frame {i} is corrupt, skipped")
+                continue
+            counts.decoded += 1
+            self.n_decoded += 1
+            if self.frames.past_end(i):
+                return
+            if not self.frames.contains(i):
+                continue
+            rot = self._frame_rotation(vf)
+            if not rot_known or rot != self.info.rotation:
+                self._set_rotation(rot, vf)
+                rot_known = True
+            yield Frame(i, time, rotate_image(vf.to_ndarray(format="rgb24"), rot))
+        self._check_decoded(counts, index)
+
+    def _decoded_frames(self, counts: _DecodeCounts) -> Iterator[VideoFrame]:
+        """The stream's decoded PyAV frames; a corrupt packet is warned about and skipped, a read error ends the
+        stream (truncated file), and 25 undecodable packets before the first frame stop it (see _check_decoded).
+        ``counts.decoded`` is kept by the consumer; ``counts.errors_before_first`` is counted here."""
+        import av
+
+        if self._container is None:
+            return  # closed: nothing more to read
+        demux = self._container.demux(self._stream)
         while True:
             try:
                 packet = next(demux)
             except StopIteration:
-                break
+                return
             except av.error.FFmpegError as e:
                 self._warn(
-                    f"{self.info.path}: reading stopped after {decoded} frames ({e.strerror or e}); "
+                    f"{self.info.path}: reading stopped after {counts.decoded} frames ({e.strerror or e}); "
                     "the file may be truncated"
                 )
-                break
+                return
             try:
                 out = packet.decode()
             except av.error.FFmpegError as e:
-                if decoded == 0:
-                    errors_before_first += 1
-                    if errors_before_first >= 25:
-                        break  # reported as input_corrupt below
+                if counts.decoded == 0:
+                    counts.errors_before_first += 1
+                    if counts.errors_before_first >= 25:
+                        return  # reported as input_corrupt by _check_decoded
                 self._warn(
-                    f"{self.info.path}: skipped a corrupt packet after {decoded} decoded frames ({e.strerror or e})"
+                    f"{self.info.path}: skipped a corrupt packet after {counts.decoded} decoded frames "
+                    f"({e.strerror or e})"
                 )
                 continue
-            for vf in out:
-                if vf.pts is not None:
-                    time = float((vf.pts - t0) * tb)
-                elif last_time is not None:
-                    time = last_time + 1.0 / fps
-                else:
-                    time = 0.0
-                if cfr and vf.pts is not None:
-                    index = max(int(round(time * fps)), index)
-                last_time = time
-                if vf.is_corrupt:
-                    self._warn(f"{self.info.path}: frame {index} is corrupt, skipped")
-                    index += 1
-                    continue
-                decoded += 1
-                self.n_decoded += 1
-                i = index
-                index += 1
-                if self.frames.past_end(i):
-                    return
-                if not self.frames.contains(i):
-                    continue
-                rot = self._frame_rotation(vf)
-                if not rot_known or rot != self.info.rotation:
-                    self._set_rotation(rot, vf)
-                    rot_known = True
-                yield Frame(i, time, rotate_image(vf.to_ndarray(format="rgb24"), rot))
-        if decoded == 0 and errors_before_first:
+            yield from out
+
+    def _check_decoded(self, counts: _DecodeCounts, n_indexed: int) -> None:
+        """After the last packet: nothing decodable is input_corrupt; fewer frames than declared, a warning."""
+        if counts.decoded == 0 and counts.errors_before_first:
             raise EmocaError(
                 "input_corrupt",
-                f"{self.info.path}: no frame can be decoded ({errors_before_first} corrupt packets at the start)",
+                f"{self.info.path}: no frame can be decoded ({counts.errors_before_first} corrupt packets at the "
+                "start)",
             )
-        if self.info.frame_count and decoded and index < self.info.frame_count:
+        if self.info.frame_count and counts.decoded and n_indexed < self.info.frame_count:
             self._warn(
-                f"{self.info.path}: the stream declares {self.info.frame_count} frames but only {index} "
+                f"{self.info.path}: the stream declares {self.info.frame_count} frames but only {n_indexed} "
                 "could be decoded; the file may be truncated",
                 error=False,
             )

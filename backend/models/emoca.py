@@ -9,7 +9,7 @@ pose 6 (global 3, jaw 3) | cam 3 | light 27 -> (9, 3)]; EMOCA's ``E_expression``
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,63 +69,13 @@ class EmocaConfig:
         Takes ``cfg.detail.model`` when a ``detail`` section exists, else ``cfg.coarse.model``; a bare section or
         a bare ``model`` mapping is accepted too. Raises EmocaError('config_invalid') naming the key.
         """
-        cfg = _to_plain(cfg)
-        if not isinstance(cfg, Mapping):
-            raise EmocaError("config_invalid", f"{source}: expected a mapping, found {type(cfg).__name__}")
-        stage = ""
-        section: Any = cfg
-        for name in ("detail", "coarse"):
-            if isinstance(cfg.get(name), Mapping):
-                stage, section = name, cfg[name]
-                break
-        model = section.get("model", section) if isinstance(section, Mapping) else None
-        if not isinstance(model, Mapping):
-            raise EmocaError("config_invalid", f"{source}: no 'model' section under {stage or 'the top level'}")
+        stage, model = _model_section(_to_plain(cfg), source)
         where = f"{source}: {stage + '.' if stage else ''}model"
-
-        def get(key: str, default: Any, kind: type) -> Any:
-            value = model.get(key, default)
-            if value is None:
-                return default
-            try:
-                if kind is bool and not isinstance(value, bool):
-                    raise ValueError
-                return kind(value)
-            except (TypeError, ValueError):
-                raise EmocaError("config_invalid", f"{where}.{key} = {value!r}: expected {kind.__name__}") from None
-
-        deca_class = get("deca_class", "DECA", str)
-        if deca_class not in DECA_CLASSES:
-            raise EmocaError(
-                "config_invalid",
-                f"{where}.deca_class = {deca_class!r} is not supported (supported: {', '.join(DECA_CLASSES)})",
-                "EMICA (MICA identity) models are not supported; use the released EMOCA/DECA models.",
-            )
-        backbone = model.get("expression_backbone")
-        if deca_class == "DECA":
-            backbone = None
-        elif backbone is None:
-            backbone = "deca_clone"
-        if backbone is not None and backbone not in EXPRESSION_BACKBONES:
-            why = "is deprecated" if backbone in DEPRECATED_BACKBONES or "emonet" in str(backbone) else "is unknown"
-            raise EmocaError(
-                "config_invalid",
-                f"{where}.expression_backbone = {backbone!r} {why} (supported: {', '.join(EXPRESSION_BACKBONES)})",
-            )
-        for key in ("e_flame_type", "e_detail_type"):
-            kind = model.get(key)
-            if kind not in (None, "ResnetEncoder"):
-                raise EmocaError("config_invalid", f"{where}.{key} = {kind!r} is not supported (only ResnetEncoder)")
-        cond = model.get("detail_conditioning", list(CONDITIONING))
-        if isinstance(cond, str):
-            cond = [cond]
-        cond = tuple(str(c) for c in cond)
-        bad = [c for c in cond if c not in CONDITIONING]
-        if bad or not cond:
-            raise EmocaError(
-                "config_invalid",
-                f"{where}.detail_conditioning = {list(cond)!r}: supported entries are {', '.join(CONDITIONING)}",
-            )
+        get = _typed_getter(model, where)
+        deca_class = _deca_class(get("deca_class", "DECA", str), where)
+        backbone = _expression_backbone(model.get("expression_backbone"), deca_class, where)
+        _check_encoder_types(model, where)
+        conditioning = _detail_conditioning(model.get("detail_conditioning", list(CONDITIONING)), where)
         mode = get("mode", stage or "detail", str)
         if mode not in ("coarse", "detail"):
             raise EmocaError("config_invalid", f"{where}.mode = {mode!r}: expected coarse or detail")
@@ -142,7 +92,7 @@ class EmocaConfig:
             n_light=get("n_light", 27, int),
             n_detail=get("n_detail", 128, int),
             mode=mode,
-            detail_conditioning=cond,
+            detail_conditioning=conditioning,
             stage=stage,
         )
         out.validate(where)
@@ -195,6 +145,83 @@ def _to_plain(cfg: Any) -> Any:
     return cfg
 
 
+def _model_section(cfg: Any, source: str) -> tuple[str, Mapping]:
+    """(stage, model mapping): ``detail.model``, else ``coarse.model``, else a bare section or ``model``."""
+    if not isinstance(cfg, Mapping):
+        raise EmocaError("config_invalid", f"{source}: expected a mapping, found {type(cfg).__name__}")
+    stage = ""
+    section: Any = cfg
+    for name in ("detail", "coarse"):
+        if isinstance(cfg.get(name), Mapping):
+            stage, section = name, cfg[name]
+            break
+    model = section.get("model", section) if isinstance(section, Mapping) else None
+    if not isinstance(model, Mapping):
+        raise EmocaError("config_invalid", f"{source}: no 'model' section under {stage or 'the top level'}")
+    return stage, model
+
+
+def _typed_getter(model: Mapping, where: str) -> Callable[[str, Any, type], Any]:
+    """``get(key, default, kind)``: ``model[key]`` converted to ``kind`` (None -> default; bools must be bools)."""
+
+    def get(key: str, default: Any, kind: type) -> Any:
+        value = model.get(key, default)
+        if value is None:
+            return default
+        try:
+            if kind is bool and not isinstance(value, bool):
+                raise ValueError
+            return kind(value)
+        except (TypeError, ValueError):
+            raise EmocaError("config_invalid", f"{where}.{key} = {value!r}: expected {kind.__name__}") from None
+
+    return get
+
+
+def _deca_class(deca_class: str, where: str) -> str:
+    if deca_class not in DECA_CLASSES:
+        raise EmocaError(
+            "config_invalid",
+            f"{where}.deca_class = {deca_class!r} is not supported (supported: {', '.join(DECA_CLASSES)})",
+            "EMICA (MICA identity) models are not supported; use the released EMOCA/DECA models.",
+        )
+    return deca_class
+
+
+def _expression_backbone(backbone: Any, deca_class: str, where: str) -> str | None:
+    """None for DECA (no expression encoder); ExpDECA defaults to ``deca_clone``; emonet ones are deprecated."""
+    if deca_class == "DECA":
+        return None
+    if backbone is None:
+        return "deca_clone"
+    if backbone not in EXPRESSION_BACKBONES:
+        why = "is deprecated" if backbone in DEPRECATED_BACKBONES or "emonet" in str(backbone) else "is unknown"
+        raise EmocaError(
+            "config_invalid",
+            f"{where}.expression_backbone = {backbone!r} {why} (supported: {', '.join(EXPRESSION_BACKBONES)})",
+        )
+    return str(backbone)
+
+
+def _check_encoder_types(model: Mapping, where: str) -> None:
+    """Only ResNet encoders exist here (SWIN and other E_flame/E_detail types are refused)."""
+    for key in ("e_flame_type", "e_detail_type"):
+        kind = model.get(key)
+        if kind not in (None, "ResnetEncoder"):
+            raise EmocaError("config_invalid", f"{where}.{key} = {kind!r} is not supported (only ResnetEncoder)")
+
+
+def _detail_conditioning(cond: Any, where: str) -> tuple[str, ...]:
+    """A non-empty subset of :data:`CONDITIONING` (a bare string is one entry)."""
+    entries = tuple(str(c) for c in ([cond] if isinstance(cond, str) else cond))
+    if not entries or any(c not in CONDITIONING for c in entries):
+        raise EmocaError(
+            "config_invalid",
+            f"{where}.detail_conditioning = {list(entries)!r}: supported entries are {', '.join(CONDITIONING)}",
+        )
+    return entries
+
+
 class EmocaNet(nn.Module):
     """DECA / EMOCA networks with the checkpoint's submodule names (``E_flame``, ``E_expression``, ``E_detail``,
     ``D_detail``), so ``state_dict()`` keys equal the checkpoint's keys without the ``deca.`` prefix."""
@@ -216,7 +243,7 @@ class EmocaNet(nn.Module):
         """(B, 236) -> shape, tex, exp, pose (global|jaw), cam, light (B, 9, 3) (emoca.md 1.2)."""
         c = self.config
         names = ("shape", "tex", "exp", "pose", "cam", "light")
-        sizes = (c.n_shape, c.n_tex, c.n_exp, c.n_pose, c.n_cam, c.n_light)
+        sizes = [c.n_shape, c.n_tex, c.n_exp, c.n_pose, c.n_cam, c.n_light]
         parts = dict(zip(names, torch.split(code, sizes, dim=1)))
         parts["light"] = parts["light"].reshape(code.shape[0], -1, 3)
         return parts

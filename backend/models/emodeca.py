@@ -94,7 +94,7 @@ class EmoDeca(nn.Module):
         if self.cfg.use_jaw_pose:
             jaw = codes["jaw_pose"] if "jaw_pose" in codes else _take(codes["pose"], 6, "pose")[:, 3:6]
             parts.append(jaw)
-        ref = self.mlp.model[0].weight
+        ref = next(self.mlp.parameters())  # the first Linear's weight: the net's device and dtype
         return torch.cat([p.to(device=ref.device, dtype=ref.dtype) for p in parts], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -27,10 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backend.models.caffe_resnet import EmoCnnResNet50, split_outputs
 from backend.models.emodeca import EmoDeca, EmoDecaConfig
 from backend.models.fer_net import FER_CLASSES, FER_MODEL_NAME, FerNet, load_fer_net
 from backend.models.loading import locate_checkpoint, safe_torch_load
+from backend.models.resnet import VGGFACE2_IDENTITIES, ResNet50
 from emoca_contract.errors import EmocaError
 
 __all__ = [
@@ -40,11 +40,13 @@ __all__ = [
     "SUPPORTED_ARCHITECTURES",
     "VA_ESTIMATED",
     "VA_REGRESSED",
+    "EmoCnnResNet50",
     "EmotionArch",
     "EmotionModel",
     "circumplex_va",
     "emotion_arch_from_cfg",
     "load_emotion_model",
+    "split_outputs",
 ]
 
 # AffectNet expression order of the official networks (spec §6; 8 None, 9 Uncertain, 10 Occluded excluded).
@@ -108,13 +110,44 @@ def circumplex_va(probs, classes: typing.Sequence[str]):
     table = np.array([CIRCUMPLEX_COORDINATES[c] for c in classes], dtype=np.float32)  # (C,2)
     if isinstance(probs, torch.Tensor):
         t = torch.as_tensor(table, dtype=probs.dtype, device=probs.device)
-        p = probs / probs.sum(dim=1, keepdim=True).clamp_min(1e-12)
-        va = p @ t
-    else:
-        p = np.asarray(probs, dtype=np.float64)
-        p = p / np.clip(p.sum(axis=1, keepdims=True), 1e-12, None)
-        va = (p @ table.astype(np.float64)).astype(np.float32)
+        va_t = probs / probs.sum(dim=1, keepdim=True).clamp_min(1e-12) @ t
+        return va_t[:, 0], va_t[:, 1]
+    p = np.asarray(probs, dtype=np.float64)
+    p = p / np.clip(p.sum(axis=1, keepdims=True), 1e-12, None)
+    va = (p @ table.astype(np.float64)).astype(np.float32)
     return va[:, 0], va[:, 1]
+
+
+# ---------------------------------------------------------------------------------------------- networks
+class EmoCnnResNet50(nn.Module):
+    """The image-based emotion network (``EmoCnnModule`` with the VGGFace2 ResNet-50), spec §6.
+
+    State-dict keys: ``backbone.*`` (the Caffe-layout ResNet-50 incl. the unused 8631-way ``backbone.fc``) and
+    ``linear.{weight,bias}`` (2048 -> n_expression + 2).
+    ``forward(x)``: x (B,3,224,224) RGB in [0,1], no normalisation -> (B, n_expression + 2) raw outputs laid out as
+    [expression logits | valence | arousal] (see :func:`split_outputs`).
+    """
+
+    def __init__(self, n_expression: int = 8):
+        super().__init__()
+        self.n_expression = n_expression
+        self.backbone = ResNet50(VGGFACE2_IDENTITIES, layout="caffe")
+        self.linear = nn.Linear(self.backbone.feature_dim, n_expression + 2)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B,3,224,224) -> (B,2048): the feature EMOCA's emotion-consistency loss compares."""
+        return self.backbone.features(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.features(x))
+
+
+def split_outputs(out: torch.Tensor, n_expression: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, n+2) [expression logits | valence | arousal] -> (log-probabilities (B,n), valence (B,), arousal (B,)).
+
+    Valence and arousal have no activation (unbounded regressions trained on targets in [-1, 1])."""
+    logp = torch.log_softmax(out[:, :n_expression], dim=1)
+    return logp, out[:, n_expression], out[:, n_expression + 1]
 
 
 # ---------------------------------------------------------------------------------------------- config
@@ -172,7 +205,8 @@ def emotion_arch_from_cfg(cfg: dict, source: str = "cfg.yaml") -> EmotionArch:
         raise unsupported("EmoNet (EmoNetModule)")
     if "vgg" in ident:
         raise unsupported("a VGG-backbone network (never released)")
-    n_expr = _n_expression(model, cfg.get("data") if isinstance(cfg.get("data"), dict) else {}, source)
+    data = cfg.get("data")
+    n_expr = _n_expression(model, data if isinstance(data, dict) else {}, source)
     if "emodeca" in ident or any(k in model for k in _EMODECA_FIELDS):
         return EmotionArch("emodeca", n_expr, _emodeca_config(model, n_expr, source))
     if "torchvision" in ident or "imagenet" in ident:
@@ -287,10 +321,19 @@ class EmotionModel(nn.Module):
 
     ``kind``: 'image' (takes crops) or '3d' (takes EMOCA codes). ``classes``: expression class names;
     ``va_source``: 'regressed' or 'estimated from class probabilities (circumplex mapping)'.
+    ``arch`` names the network ('resnet50_caffe' | 'emodeca' | 'fer'); the methods dispatch on the net's class.
     """
 
+    net: EmoCnnResNet50 | EmoDeca | FerNet
+
     def __init__(
-        self, net: nn.Module, arch: str, name: str, classes: list[str], va_source: str, source: Path | None = None
+        self,
+        net: EmoCnnResNet50 | EmoDeca | FerNet,
+        arch: str,
+        name: str,
+        classes: list[str],
+        va_source: str,
+        source: Path | None = None,
     ):
         super().__init__()
         self.net = net
@@ -313,9 +356,9 @@ class EmotionModel(nn.Module):
 
     @property
     def feature_dim(self) -> int:
-        if self.arch == "resnet50_caffe":
+        if isinstance(self.net, EmoCnnResNet50):
             return self.net.backbone.feature_dim
-        if self.arch == "fer":
+        if isinstance(self.net, FerNet):
             return self.net.graph.feature_dim
         return 0
 
@@ -335,11 +378,11 @@ class EmotionModel(nn.Module):
         """crops (B,3,224,224) RGB [0,1] (image nets) and/or EMOCA ``codes`` (EmoDECA: shape, exp, pose) ->
         dict(valence (B,), arousal (B,), expression (B,C) probabilities summing to 1)."""
         with torch.inference_mode():
-            if self.arch == "emodeca":
+            if isinstance(self.net, EmoDeca):
                 x = self.net.assemble_input(codes if codes is not None else {})
                 logp, v, a = split_outputs(self.net(x), self.net.cfg.n_expression)
                 probs = logp.exp()
-            elif self.arch == "resnet50_caffe":
+            elif isinstance(self.net, EmoCnnResNet50):
                 logp, v, a = split_outputs(self.net(self._crops(crops)), self.net.n_expression)
                 probs = logp.exp()
             else:
@@ -351,14 +394,14 @@ class EmotionModel(nn.Module):
     def features(self, crops: torch.Tensor) -> torch.Tensor:
         """crops (B,3,224,224) [0,1] -> (B,D) features for the emotion-consistency loss (ResNet-50: the 2048-d
         pooled feature; fer: its last feature map pooled, 128-d). Differentiable w.r.t. ``crops``."""
-        if self.arch == "emodeca":
+        if isinstance(self.net, EmoDeca):
             raise EmocaError(
                 "config_invalid",
                 "EmoDECA works on EMOCA codes and has no image features",
                 "Use an image-based emotion network (ResNet50 folder, or none for fer) for the emotion loss.",
             )
         x = self._crops(crops)
-        if self.arch == "resnet50_caffe":
+        if isinstance(self.net, EmoCnnResNet50):
             return self.net.features(x)
         return self.net.forward_features(FerNet.preprocess(x))[1]
 
@@ -389,7 +432,7 @@ def load_emotion_model(path: str | Path | None = None, device: str | torch.devic
         raise EmocaError("asset_invalid", f"{ckpt_path}: no 'state_dict' (expected a Lightning checkpoint)")
     classes = AFFECTNET_CLASSES[: arch.n_expression]
     if arch.kind == "emodeca":
-        net: nn.Module = EmoDeca(arch.emodeca)
+        net: EmoDeca | EmoCnnResNet50 = EmoDeca(arch.emodeca)
         # The ckpt embeds the whole (frozen) EMOCA under deca.*: the reconstructor supplies the codes instead.
         _strict_load(net, state, ckpt_path, ignore_prefixes=("deca.",))
         name = f"EmoDECA ({folder.name})"

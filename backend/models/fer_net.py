@@ -20,6 +20,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -78,6 +79,13 @@ def _activation(name: str):
     raise EmocaError("asset_invalid", f"unsupported Keras activation {name!r} in the fer model")
 
 
+@runtime_checkable
+class KerasWeights(Protocol):
+    """A layer that takes its Keras weights (pooling layers have none)."""
+
+    def load_keras(self, arrays: dict[str, np.ndarray]) -> None: ...
+
+
 class KerasConv2d(nn.Module):
     """Conv2D (``separable=False``) or SeparableConv2D (depthwise, then 1x1 pointwise), NCHW."""
 
@@ -131,6 +139,12 @@ class KerasConv2d(nn.Module):
 
 class KerasBatchNorm(nn.BatchNorm2d):
     """BatchNormalization over channels (Keras axis -1 in NHWC == dim 1 here), eps from the Keras config."""
+
+    # affine=True and track_running_stats=True (the defaults): none of these is None here
+    weight: nn.Parameter
+    bias: nn.Parameter
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
 
     def __init__(self, cfg: dict, channels: int):
         if cfg.get("axis", -1) not in (-1, 3):
@@ -299,8 +313,11 @@ class FerNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B,1,64,64) -> (probabilities (B,7), pooled last feature map (B,128))."""
-        probs, kept = self.graph.run(x, keep=(self.graph.feature_node,))
-        return probs, kept[self.graph.feature_node].mean(dim=(2, 3))
+        node = self.graph.feature_node
+        if node is None:
+            raise EmocaError("asset_invalid", f"{self.source}: the network has no global-average-pooled feature")
+        probs, kept = self.graph.run(x, keep=(node,))
+        return probs, kept[node].mean(dim=(2, 3))
 
 
 def _h5_datasets(group, prefix: str = "") -> list[str]:
@@ -334,7 +351,7 @@ def load_fer_net(path: str | Path | None = None) -> FerNet:
         available = set(_h5_datasets(weights))
         consumed: set[str] = set()
         for name, module in graph.layers.items():
-            if not hasattr(module, "load_keras"):
+            if not isinstance(module, KerasWeights):
                 continue  # weightless (pooling); anything stored for it stays unconsumed and fails below
             if name not in weights:
                 raise EmocaError("asset_invalid", f"{path}: no weights stored for layer {name}")

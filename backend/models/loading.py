@@ -1,8 +1,9 @@
 """Loading the official EMOCA model folders and DECA's ``deca_model.tar``, safely and strictly.
 
 Safety: checkpoints are pickles. They are read with ``torch.load(weights_only=True)`` plus an explicit
-allow-list of the harmless classes Lightning stores in ``hyper_parameters`` (OmegaConf containers and nodes);
-anything else is refused (``unsafe_file``), never loaded with ``weights_only=False``.
+allow-list of the harmless classes Lightning stores in ``hyper_parameters`` (OmegaConf containers and nodes),
+named in ``backend.pickles`` (the one module of unpickling rules); anything else is refused (``unsafe_file``),
+never loaded with ``weights_only=False``.
 
 Strictness (emoca.md 2.3, 10.3): the original loaders skip mismatched keys silently. Here every network key
 must be present with the right shape; a missing, unexpected or mis-shaped key is a ``checkpoint_mismatch``
@@ -13,13 +14,11 @@ error that lists them. Keys of loss networks and of FLAME/renderer buffers are i
 
 from __future__ import annotations
 
-import collections
-import enum
+import importlib
 import math
 import os
 import pickle
 import re
-import typing
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from backend import pickles
 from backend.models.emoca import EmocaConfig, EmocaNet
 from emoca_contract.errors import EmocaError
 
@@ -59,70 +59,24 @@ DECA_TAR_KEYS = ("E_flame", "E_detail", "D_detail")
 # ---------------------------------------------------------------------------------------------------------------
 # safe torch.load
 # ---------------------------------------------------------------------------------------------------------------
-class _LightningCallbackState(dict):
-    """Stand-in for a Lightning callback class used as a dict KEY in PL 1.x checkpoints' ``callbacks``
-    (``{ModelCheckpoint: state}``) [derived from Lightning 1.x behaviour]. Only the class object is referenced,
-    never instantiated with checkpoint data."""
-
-
-def _stub(name: str) -> type:
-    return type(name.rsplit(".", 1)[-1], (_LightningCallbackState,), {"__module__": "backend.models.loading"})
-
-
-_PL_CALLBACKS = [
-    f"{pkg}.callbacks.{mod}.{cls}"
-    for pkg in ("pytorch_lightning", "lightning.pytorch")
-    for mod, cls in (("model_checkpoint", "ModelCheckpoint"), ("early_stopping", "EarlyStopping"))
-]
+def _resolve(full_name: str) -> Any:
+    """``"omegaconf.dictconfig.DictConfig"`` -> the class itself (the module is imported)."""
+    module, _, attr = full_name.rpartition(".")
+    return getattr(importlib.import_module(module), attr)
 
 
 def _allowed_globals() -> list:
-    """The minimal allow-list, found by saving a real Lightning 2.6 checkpoint whose hyper-parameters are
-    OmegaConf containers (tests/models/test_loading.py re-checks it): DictConfig, ListConfig, their metadata,
-    AnyNode, typing.Any, collections.defaultdict and the builtin types stored as key/element types. Typed
-    nodes and omegaconf's enums are included because structured/typed configs store them."""
-    allowed: list = [typing.Any, collections.defaultdict, dict, list, int, float, str, bool, tuple, set]
-    allowed += [(_stub(n), n) for n in _PL_CALLBACKS]
-    try:
-        from omegaconf import DictConfig, ListConfig, nodes
-        from omegaconf.base import ContainerMetadata, Metadata
-    except ImportError:  # no omegaconf: plain checkpoints still load
-        return allowed
-    allowed += [DictConfig, ListConfig, ContainerMetadata, Metadata]
-    for name in (
-        "AnyNode",
-        "StringNode",
-        "IntegerNode",
-        "FloatNode",
-        "BooleanNode",
-        "BytesNode",
-        "PathNode",
-        "EnumNode",
-        "InterpolationResultNode",
-    ):
-        if hasattr(nodes, name):
-            allowed.append(getattr(nodes, name))
-    import omegaconf
-
-    for name in dir(omegaconf):  # omegaconf's own enums (e.g. SCMode) only
-        obj = getattr(omegaconf, name)
-        if isinstance(obj, type) and issubclass(obj, enum.Enum) and obj.__module__.startswith("omegaconf"):
-            allowed.append(obj)
-    return allowed
+    """What ``torch.load(weights_only=True)`` admits beyond torch's own data types: the hyper-parameter classes
+    named in ``backend.pickles.CHECKPOINT_HPARAM_GLOBALS`` and the Lightning callback stand-ins."""
+    return [_resolve(n) for n in pickles.CHECKPOINT_HPARAM_GLOBALS] + pickles.lightning_callback_stubs()
 
 
 def _unsafe_globals(path: Path) -> list[str]:
+    """The globals of ``path`` the checkpoint rule refuses ([] when unreadable: only used for the message)."""
     try:
-        found = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
-    except Exception:  # noqa: BLE001 - only used to improve the message
+        return pickles.unsafe_checkpoint_globals(path)
+    except (ValueError, EOFError, OSError, zipfile.BadZipFile, KeyError):
         return []
-    ok = {
-        f"{getattr(g, '__module__', '')}.{getattr(g, '__qualname__', '')}"
-        for g in _allowed_globals()
-        if not isinstance(g, tuple)
-    }
-    ok |= {g[1] for g in _allowed_globals() if isinstance(g, tuple)}
-    return [g for g in found if g not in ok]
 
 
 def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
@@ -145,8 +99,8 @@ def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = 
         # the weights-only unpickler reports refused globals and plain corruption with the same exception type
         bad = _unsafe_globals(path)
         m = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-        if bad or m:
-            what = ", ".join(bad) if bad else m.group(1)
+        what = ", ".join(bad) or (m.group(1) if m else "")
+        if what:
             raise EmocaError(
                 "unsafe_file",
                 f"{path} references code that is not plain data ({what}); refusing to load it",
@@ -414,7 +368,7 @@ def load_deca_tar(path: str | os.PathLike, device: str | torch.device = "cpu") -
     net = EmocaNet(EmocaConfig.deca())
     state = {f"{name}.{k}": v for name in DECA_TAR_KEYS for k, v in data[name].items()}
     load_network_state(net, state, str(path))
-    info = {
+    info: dict[str, Any] = {
         "name": path.stem,
         "kind": "DECA",
         "trained": True,

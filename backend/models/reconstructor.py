@@ -18,14 +18,25 @@ from typing import Any
 import numpy as np
 import torch
 
+from backend.flame.camera import CROP_SIZE, project
+from backend.flame.data import FlameData
+from backend.flame.io import load_flame
+from backend.flame.landmarks import (
+    LandmarkEmbedding,
+    MediapipeEmbedding,
+    load_landmark_embedding,
+    load_mediapipe_embedding,
+)
+from backend.flame.layer import FLAME
+from backend.models import loading
 from backend.models.emoca import EmocaConfig, EmocaNet
+from backend.synthetic.head import synthetic_head, synthetic_landmark_embedding
 from emoca_contract.errors import EmocaError
 
 UNTRAINED_WARNING = (
     "no trained EMOCA/DECA model is installed: using an UNTRAINED network (random weights) on the synthetic test "
     "head (not FLAME); results are meaningless. Import the official assets (python -m backend assets)."
 )
-CROP = 224
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -37,27 +48,22 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
-def _load_flame(flame: Any):
-    from backend.flame.data import FlameData
-
+def _load_flame(flame: Any) -> FlameData:
+    """A FlameData as given, or loaded from a FLAME file."""
     if isinstance(flame, FlameData):
         return flame
-    from backend.flame.io import load_flame
-
     return load_flame(flame)
 
 
-def _load_landmarks(landmarks: Any):
-    from backend.flame.landmarks import LandmarkEmbedding, load_landmark_embedding
-
+def _load_landmarks(landmarks: Any) -> LandmarkEmbedding | None:
+    """A LandmarkEmbedding (or None) as given, or loaded from ``landmark_embedding.npy``."""
     if landmarks is None or isinstance(landmarks, LandmarkEmbedding):
         return landmarks
     return load_landmark_embedding(landmarks)
 
 
-def _load_mediapipe(mp: Any):
-    from backend.flame.landmarks import MediapipeEmbedding, load_mediapipe_embedding
-
+def _load_mediapipe(mp: Any) -> MediapipeEmbedding | None:
+    """A MediapipeEmbedding (or None) as given, or loaded from ``mediapipe_landmark_embedding.npz``."""
     if mp is None or isinstance(mp, MediapipeEmbedding):
         return mp
     return load_mediapipe_embedding(mp)
@@ -76,11 +82,17 @@ def calibrate_untrained(net: EmocaNet, head: Any, scale: float = 0.02, fill: flo
     with torch.no_grad():
         for enc in (net.E_flame, net.E_expression, net.E_detail):
             if enc is not None:
-                enc.layers[2].weight.mul_(scale)
-                enc.layers[2].bias.zero_()
+                _code_layer(enc).weight.mul_(scale)
+                _code_layer(enc).bias.zero_()
         cam0 = c.n_shape + c.n_tex + c.n_exp + c.n_pose
-        net.E_flame.layers[2].weight[cam0 : cam0 + 3] *= 0.05  # cam is in metres: keep jitter ~1 mm
-        net.E_flame.layers[2].bias[cam0 : cam0 + 3] = torch.tensor([fill / half, -centre[0], -centre[1]])
+        cam = _code_layer(net.E_flame)
+        cam.weight[cam0 : cam0 + 3] *= 0.05  # cam is in metres: keep jitter ~1 mm
+        cam.bias[cam0 : cam0 + 3] = torch.tensor([fill / half, -centre[0], -centre[1]])
+
+
+def _code_layer(encoder: Any) -> torch.nn.Linear:
+    """An encoder's output Linear (``layers[2]``), whose rows produce the codes."""
+    return encoder.layers[2]
 
 
 class FaceReconstructor:
@@ -100,7 +112,7 @@ class FaceReconstructor:
             self.autocast_dtype = None
         self.net = net.to(device).eval()
         if device.type == "cuda":
-            self.net = self.net.to(memory_format=torch.channels_last)
+            self.net = self.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.flame = flame_layer.to(device=device, dtype=torch.float32).eval()
         self.info = dict(info or {})
         self.info.setdefault("warnings", [])
@@ -125,10 +137,8 @@ class FaceReconstructor:
         landmarks: ``landmark_embedding.npy`` (default: beside the FLAME file, the official layout). With no
         model, an UNTRAINED network on the synthetic head (``info['trained'] = False``). What is installed is
         the caller's to find (``backend.assets.resolve_capture``)."""
-        from backend.flame.layer import FLAME
-
         dev = resolve_device(device)
-        if flame is not None and not hasattr(flame, "v_template"):
+        if flame is not None and not isinstance(flame, FlameData):
             beside = Path(flame).parent
             if landmarks is None and (beside / "landmark_embedding.npy").is_file():
                 landmarks = beside / "landmark_embedding.npy"
@@ -147,8 +157,6 @@ class FaceReconstructor:
             )
         flame_data = _load_flame(flame)
         model = Path(model)
-        from backend.models import loading
-
         if model.is_dir() and not (model / "cfg.yaml").is_file() and model.name.startswith("deca_model"):
             loading.load_deca_tar(model)  # raises the "not a tar archive" message
         if model.is_dir():
@@ -161,16 +169,13 @@ class FaceReconstructor:
                 "no landmark embedding (landmark_embedding.npy next to the FLAME file): landmarks are not computed"
             )
         info["flame"] = flame_data.name
-        info["flame_source"] = str(getattr(flame_data, "source", ""))
+        info["flame_source"] = str(flame_data.source)
         for w in info["warnings"]:
             warnings.warn(w, stacklevel=2)
         return cls(net, FLAME(flame_data, emb, mp), dev, dtype, info)
 
     @classmethod
     def _untrained(cls, dev, dtype, flame, landmarks, mediapipe, seed) -> FaceReconstructor:
-        from backend.flame.layer import FLAME
-        from backend.synthetic.head import synthetic_head, synthetic_landmark_embedding
-
         if flame is not None:
             head, emb = _load_flame(flame), _load_landmarks(landmarks)
         else:
@@ -213,9 +218,10 @@ class FaceReconstructor:
                 t = (t.permute(0, 3, 1, 2) if t.shape[-1] == 3 else t).float() / 255.0
         else:
             raise TypeError(f"crops must be a numpy array or a torch tensor, got {type(crops).__name__}")
-        if t.ndim != 4 or t.shape[1:] != (3, CROP, CROP):
+        if t.ndim != 4 or t.shape[1:] != (3, CROP_SIZE, CROP_SIZE):
             raise ValueError(
-                f"crops must be (B, 3, {CROP}, {CROP}) float or (B, {CROP}, {CROP}, 3) uint8; got {tuple(t.shape)}"
+                f"crops must be (B, 3, {CROP_SIZE}, {CROP_SIZE}) float or (B, {CROP_SIZE}, {CROP_SIZE}, 3) uint8; "
+                f"got {tuple(t.shape)}"
             )
         return t.to(self.device, torch.float32, non_blocking=True)
 
@@ -237,7 +243,6 @@ class FaceReconstructor:
         normalised crop coords [-1,1] (+y down, dynamic contour); landmarks3d (B,68,3) the static 68-point
         embedding in model space (before projection, as the encode contract says); landmarks_mp (B,105,2)
         projected like landmarks2d, when embedded."""
-        from backend.flame.camera import project
 
         def t(name):
             return torch.as_tensor(codes[name], dtype=torch.float32, device=self.device)

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from emoca_contract.errors import EmocaError
+
 # Face boxes (x0, y0, x1, y1) in the stills, from mediapipe landmarks on them (rounded outward); the face centre
 # is the box centre. Used only to place the faces, the tests compare against the transforms.
 ASTRONAUT_FACE_BOX = (178.0, 70.0, 272.0, 178.0)
@@ -93,11 +95,12 @@ def similarity(
     return t_dst @ m @ t_src
 
 
-def face_alpha(shape: tuple[int, int], box: tuple[float, float, float, float], margin: float = 1.45) -> np.ndarray:
-    """(H, W) float32 feathered ellipse around ``box`` (scaled by ``margin``), 1 inside, 0 outside."""
+def face_alpha(shape: tuple[int, ...], box: tuple[float, float, float, float], margin: float = 1.45) -> np.ndarray:
+    """(H, W) float32 feathered ellipse around ``box`` (scaled by ``margin``), 1 inside, 0 outside, for an image
+    of shape (H, W[, C])."""
     import cv2
 
-    h, w = shape
+    h, w = shape[:2]
     x0, y0, x1, y1 = box
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     ax, ay = (x1 - x0) / 2 * margin, (y1 - y0) / 2 * margin
@@ -145,7 +148,11 @@ class _Writer:
         opts = {"movflags": "faststart"} if mp4 and faststart else {}
         self.container = av.open(str(self.path), "w", options=opts)
         rate = Fraction(fps).limit_denominator(1001)
-        self.stream = self.container.add_stream(codec, rate=rate)
+        stream = self.container.add_stream(codec, rate=rate)
+        if not isinstance(stream, av.VideoStream):
+            self.container.close()
+            raise EmocaError("config_invalid", f"{codec!r} is not a video codec", "Use e.g. libx264, mpeg4 or ffv1.")
+        self.stream: av.VideoStream = stream
         w, h = size
         self.stream.width, self.stream.height = w, h
         self.stream.pix_fmt = pix_fmt

@@ -72,16 +72,10 @@ def synthetic_texture() -> np.ndarray:
 
 @functools.lru_cache(maxsize=1)
 def _texture() -> np.ndarray:
-    path = astronaut_path()
-    try:
-        import cv2
+    import cv2
 
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        return np.ascontiguousarray(bgr[:, :, ::-1])
-    except ImportError:
-        from skimage import io
-
-        return np.ascontiguousarray(io.imread(str(path))[:, :, :3])
+    bgr = cv2.imread(str(astronaut_path()), cv2.IMREAD_COLOR)
+    return np.ascontiguousarray(bgr[:, :, ::-1])
 
 
 def _triangles_from_edges(edges: np.ndarray) -> np.ndarray:
@@ -484,10 +478,11 @@ def render_preview(
         x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, S), min(y1, S)
         if x1 <= x0 or y1 <= y0:
             continue
-        m = cv2.getAffineTransform(src, dst - np.float32([x0, y0]))
+        corner = np.array([x0, y0], np.float32)
+        m = cv2.getAffineTransform(src, dst - corner)
         patch = cv2.warpAffine(tex, m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
-        cv2.fillConvexPoly(mask, np.round((dst - [x0, y0]) * 16).astype(np.int32), 1, cv2.LINE_8, 4)
+        cv2.fillConvexPoly(mask, np.round((dst - corner) * 16).astype(np.int32), (1,), cv2.LINE_8, 4)  # 4: 1/16 px
         region = image[y0:y1, x0:x1]
         region[mask > 0] = patch[mask > 0]
     return image

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from backend.flame.camera import CROP_SIZE, crop_to_frame
 from backend.render.renderer import render_mesh
 from backend.render.shading import light_from_direction
 
-CROP = 224
 N_TRACKED = 7  # the meaningful leading expression components of the synthetic head (EXPRESSION_NAMES)
 
 
@@ -74,7 +74,7 @@ def _flame_forward(rig: HeadRig, shape, exp, pose):
 def render_crops(
     flame_params: dict,
     seed: int = 0,
-    image_size: int = CROP,
+    image_size: int = CROP_SIZE,
     light: torch.Tensor | None = None,
     background: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
@@ -137,19 +137,17 @@ def _placement(n_frames: int, size: tuple[int, int]) -> np.ndarray:
     for i in range(n_frames):
         a = i / max(n_frames - 1, 1)
         side = 0.72 * h * (1.0 + 0.06 * math.sin(2 * math.pi * a))
-        k = side / CROP
+        k = side / CROP_SIZE
         cx = 0.33 * w + 0.08 * w * math.sin(2 * math.pi * a)
         cy = 0.5 * h + 0.04 * h * math.cos(2 * math.pi * a)
-        out[i] = [[k, 0, cx - k * CROP / 2], [0, k, cy - k * CROP / 2], [0, 0, 1]]
+        out[i] = [[k, 0, cx - k * CROP_SIZE / 2], [0, k, cy - k * CROP_SIZE / 2], [0, 0, 1]]
     return out
 
 
 def _to_frame_ndc(verts: torch.Tensor, crop: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
-    """Projected crop coords (B, V, 3) -> normalised frame coords through crop px = (x + 1) * 224 / 2."""
+    """Projected crop coords (B, V, 3) -> normalised frame coords (the one crop-to-frame mapping, then [-1, 1])."""
     w, h = size
-    u = (verts[..., :2] + 1.0) * (CROP / 2)
-    T = torch.as_tensor(crop, dtype=verts.dtype)
-    uf = torch.einsum("bij,bvj->bvi", T[:, :2, :2], u) + T[:, None, :2, 2]
+    uf = crop_to_frame(verts, torch.as_tensor(crop, dtype=verts.dtype))
     xf = uf[..., 0] * (2.0 / w) - 1.0
     yf = uf[..., 1] * (2.0 / h) - 1.0
     return torch.stack([xf, yf, verts[..., 2]], -1)

@@ -1,8 +1,10 @@
-"""Pictures of a take: the captured mesh drawn over the footage (``--preview``) and the emotion curves (``--plot``).
+"""The preview of a take (``--preview``): the captured mesh drawn over the footage. The emotion curves
+(``--plot``) are backend.take.plot.
 
 The preview places the head exactly as the add-on does: FLAME vertices -> weak-perspective ``cam`` (normalised
-crop coordinates, y flipped) -> crop pixels -> ``crop`` (3x3) -> frame pixels. It draws the front-facing
-triangles as a wireframe (cv2, one call per frame) and the model's 68 landmarks as dots.
+crop coordinates, y flipped; backend.flame.camera.project) -> crop pixels -> ``crop`` (3x3) -> frame pixels
+(backend.flame.camera.crop_to_frame). It draws the front-facing triangles as a wireframe (cv2, one call per
+frame) and the model's 68 landmarks as dots.
 """
 
 from __future__ import annotations
@@ -10,27 +12,20 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from backend.flame.camera import crop_to_frame, project
 from emoca_contract.errors import EmocaError
 from emoca_contract.take import Take, read_take
-
-CROP_SIZE = 224
 
 
 def project_to_frame(vertices: np.ndarray, cam: np.ndarray, crop: np.ndarray) -> np.ndarray:
     """(B, V, 3) FLAME-space points, (B, 3) cam [s, tx, ty], (B, 3, 3) crop->frame -> (B, V, 2) frame pixels."""
-    s = cam[:, None, 0:1]
-    x = s[..., 0] * (vertices[..., 0] + cam[:, None, 1])
-    y = -s[..., 0] * (vertices[..., 1] + cam[:, None, 2])
-    u = (x + 1.0) * CROP_SIZE / 2.0
-    v = (y + 1.0) * CROP_SIZE / 2.0
-    hom = np.stack([u, v, np.ones_like(u)], -1)
-    out = np.einsum("bij,bvj->bvi", crop, hom)
-    return out[..., :2] / out[..., 2:3]
+    return crop_to_frame(project(vertices, cam), crop)
 
 
 def _load_flame(flame: Any, take: Take):
@@ -40,7 +35,7 @@ def _load_flame(flame: Any, take: Take):
     if flame is not None:
         from backend.flame.io import load_flame
 
-        return load_flame(flame)
+        return load_flame(Path(flame))
     model_flame = str(take.meta.get("model", {}).get("flame", ""))
     if "FLAME" in model_flame and "not FLAME" not in model_flame:
         from backend.assets import resolve_capture
@@ -114,6 +109,71 @@ def draw_overlay(
     return out
 
 
+@dataclass
+class _Overlay:
+    """What draws a take over its footage: the take, its head model (faces (F, 3)), the row of each source frame."""
+
+    take: Take
+    flame: Any
+    faces: np.ndarray
+    row_of: dict[int, int]
+
+    def draw(self, frames: list) -> list[np.ndarray]:
+        """The frames' (H, W, 3) uint8 images, with the mesh drawn where the take has a valid row."""
+        valid = self.take["valid"]
+        found = [self.row_of.get(f.index) for f in frames]
+        rows = np.array([r for r in found if r is not None and valid[r]], np.int64)
+        pts2d: dict[int, np.ndarray] = {}
+        if len(rows):
+            verts = take_vertices(self.take, self.flame, rows)
+            proj = project_to_frame(verts, self.take["cam"][rows], self.take["crop"][rows])
+            pts2d = dict(zip(rows.tolist(), proj))
+        return [
+            draw_overlay(f.image, pts2d[r], self.faces, self.take["landmarks"][r]) if r in pts2d else f.image
+            for f, r in zip(frames, found)
+        ]
+
+
+def _add_stream(container: Any, fps: float, shape: tuple[int, ...]) -> Any:
+    """An H.264 stream for frames of ``shape`` (H, W, 3), cut to even sides (yuv420p needs them)."""
+    h, w = shape[:2]
+    stream = container.add_stream("libx264", rate=_rate(fps))
+    stream.width, stream.height = w - w % 2, h - h % 2
+    stream.pix_fmt = "yuv420p"
+    stream.options = {"crf": "20", "preset": "veryfast"}
+    return stream
+
+
+def _encode_footage(
+    container: Any,
+    footage: Any,
+    overlay: _Overlay,
+    fps: float,
+    batch: int,
+    cancel: threading.Event | None,
+    progress: Callable[[int], None] | None,
+) -> None:
+    """Draw and encode every footage frame, ``batch`` frames per FLAME pass; then flush the encoder."""
+    stream = None
+    buf: list = []
+    for i, frame in enumerate(footage):
+        if cancel is not None and cancel.is_set():
+            raise EmocaError("cancelled", "preview cancelled")
+        if stream is None:
+            stream = _add_stream(container, fps, frame.image.shape)
+        buf.append(frame)
+        if len(buf) >= batch:
+            _encode(container, stream, overlay.draw(buf))
+            buf.clear()
+            if progress is not None:
+                progress(i + 1)
+    if stream is None:
+        return
+    _encode(container, stream, overlay.draw(buf))
+    for packet in stream.encode():
+        container.mux(packet)
+
+
 def write_preview(
     take: Take | str | os.PathLike,
     video_in: str | os.PathLike,
@@ -135,58 +195,18 @@ def write_preview(
     if not isinstance(take, Take):
         take = read_take(take)
     flame = _load_flame(flame, take)
-    faces = np.asarray(flame.faces, np.int64)
-    frames = take.meta.get("source", {}).get("frames")
-    rng = FrameRange(*frames) if frames else None
-    fps = float(take.meta.get("source", {}).get("fps") or 25.0)
+    overlay = _Overlay(take, flame, np.asarray(flame.faces, np.int64), {int(f): i for i, f in enumerate(take["frame"])})
+    source = take.meta.get("source", {})
+    rng = FrameRange(*source["frames"]) if source.get("frames") else None
+    fps = float(source.get("fps") or 25.0)
     out_path = Path(out_mp4)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(str(out_path) + ".partial")
-    row_of = {int(f): i for i, f in enumerate(take["frame"])}
-    valid = take["valid"]
     container = None
     try:
         container = av.open(str(tmp), "w", format="mp4")
-        stream = None
         with open_footage(video_in, rng) as footage:
-            buf: list = []
-
-            def flush() -> None:
-                rows = np.array(
-                    [row_of[f.index] for f in buf if f.index in row_of and valid[row_of[f.index]]], np.int64
-                )
-                pts2d = {}
-                if len(rows):
-                    verts = take_vertices(take, flame, rows)
-                    proj = project_to_frame(verts, take["cam"][rows], take["crop"][rows])
-                    pts2d = {int(r): p for r, p in zip(rows, proj)}
-                for f in buf:
-                    r = row_of.get(f.index)
-                    img = f.image
-                    if r is not None and r in pts2d:
-                        img = draw_overlay(img, pts2d[r], faces, take["landmarks"][r])
-                    _encode(container, stream, img)
-                buf.clear()
-
-            for i, frame in enumerate(footage):
-                if cancel is not None and cancel.is_set():
-                    raise EmocaError("cancelled", "preview cancelled")
-                if stream is None:
-                    h, w = frame.image.shape[:2]
-                    stream = container.add_stream("libx264", rate=_rate(fps))
-                    stream.width, stream.height = w - w % 2, h - h % 2
-                    stream.pix_fmt = "yuv420p"
-                    stream.options = {"crf": "20", "preset": "veryfast"}
-                buf.append(frame)
-                if len(buf) >= batch:
-                    flush()
-                    if progress is not None:
-                        progress(i + 1)
-            if buf:
-                flush()
-        if stream is not None:
-            for packet in stream.encode():
-                container.mux(packet)
+            _encode_footage(container, footage, overlay, fps, batch, cancel, progress)
         container.close()
         container = None
         os.replace(tmp, out_path)
@@ -207,64 +227,11 @@ def _rate(fps: float):
     return Fraction(fps).limit_denominator(1001)
 
 
-def _encode(container, stream, image: np.ndarray) -> None:
+def _encode(container: Any, stream: Any, images: list[np.ndarray]) -> None:
+    """Encode (H, W, 3) uint8 RGB images (cut to the stream's size) and mux their packets."""
     import av
 
-    image = np.ascontiguousarray(image[: stream.height, : stream.width])
-    frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-    for packet in stream.encode(frame):
-        container.mux(packet)
-
-
-def plot_emotion(take: Take | str | os.PathLike, out_png: str | os.PathLike, top_classes: int = 8) -> Path:
-    """Valence/arousal (smoothed solid, raw faint) and the class probabilities over time, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure  # no pyplot: no global state, thread-safe
-
-    if not isinstance(take, Take):
-        take = read_take(take)
-    t = take["time"]
-    valid = take["valid"]
-    classes = take.classes or [f"class {i}" for i in range(take["expression"].shape[1])]
-    va_note = take.meta.get("emotion", {}).get("valence_arousal", "")
-    fig = Figure(figsize=(10, 6), dpi=100, layout="constrained")
-    ax1, ax2 = fig.subplots(2, 1, sharex=True)
-
-    def masked(a: np.ndarray) -> np.ndarray:
-        a = a.astype(np.float64).copy()
-        a[~valid] = np.nan
-        return a
-
-    for key, color in (("valence", "tab:blue"), ("arousal", "tab:red")):
-        if "raw_" + key in take:
-            ax1.plot(t, masked(take["raw_" + key]), color=color, alpha=0.3, lw=1)
-        ax1.plot(t, masked(take[key]), color=color, lw=1.8, label=key)
-    ax1.axhline(0, color="grey", lw=0.5)
-    ax1.set_ylim(-1.05, 1.05)
-    ax1.set_ylabel("valence / arousal")
-    ax1.legend(loc="upper right")
-    title = f"{Path(str(take.meta.get('source', {}).get('path', ''))).name}: emotion"
-    if va_note:
-        title += f" (valence/arousal {va_note})"
-    ax1.set_title(title, fontsize=9)
-    probs = take["expression"]
-    order = np.argsort(
-        -np.nanmean(np.where(valid[:, None], probs, np.nan), axis=0) if valid.any() else np.zeros(len(classes))
-    )[:top_classes]
-    for c in order:
-        ax2.plot(t, masked(probs[:, c]), lw=1.2, label=classes[c])
-    ax2.set_ylim(0, 1)
-    ax2.set_ylabel("probability")
-    ax2.set_xlabel("time (s)")
-    ax2.legend(loc="upper right", fontsize=7, ncol=2)
-    for ax in (ax1, ax2):  # shade frames without a face
-        if (~valid).any():
-            ax.fill_between(t, 0, 1, where=~valid, transform=ax.get_xaxis_transform(), color="grey", alpha=0.15, lw=0)
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".partial.png")
-    fig.savefig(tmp)
-    os.replace(tmp, out)
-    return out
+    for image in images:
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[: stream.height, : stream.width]), format="rgb24")
+        for packet in stream.encode(frame):
+            container.mux(packet)

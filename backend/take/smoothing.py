@@ -18,17 +18,24 @@ smooth), filtered component-wise, re-normalised and converted back to axis-angle
 components of a unit quaternion and re-normalising approximates filtering on the rotation manifold closely for
 the small frame-to-frame steps of a face, and unlike filtering axis-angle components it has no trouble where
 the axis-angle vector wraps (near 180 degrees).
+
+Takes keep the unsmoothed values of every smoothed channel (``raw_*``): :func:`resmooth_take` recomputes the
+smoothed channels from them with the same code capture uses, and :func:`smoothing_meta` writes the take's
+``meta.smoothing`` for both.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
+from backend.take.writer import write_take
 from emoca_contract.errors import EmocaError
 from emoca_contract.rotations import axis_angle_to_quat, continuous, quat_to_axis_angle, slerp
+from emoca_contract.take import SMOOTHED_KEYS, read_take
 
 GROUPS = ("pose", "jaw", "exp", "cam", "emotion")
 # take channel -> group
@@ -47,6 +54,8 @@ ROTATION_KEYS = frozenset({"global_pose", "jaw_pose", "neck_pose", "eye_pose"})
 PROBABILITY_KEYS = frozenset({"expression"})  # rows stay non-negative and sum to 1
 # group -> (cutoff at strength 0, cutoff at strength 1), Hz
 CUTOFF_RANGE = {"pose": (6.0, 1.0), "jaw": (8.0, 2.0), "exp": (8.0, 2.0), "cam": (6.0, 1.0), "emotion": (4.0, 0.5)}
+# filter(x (n, D) one valid run, start, stop) -> filtered (n, D); start/stop index the take's rows
+RunFilter = Callable[[np.ndarray, int, int], np.ndarray]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -138,7 +147,7 @@ def one_euro(
 # rotations
 
 
-def _smooth_rotations(x: np.ndarray, valid: np.ndarray, filt) -> np.ndarray:
+def _smooth_rotations(x: np.ndarray, valid: np.ndarray, filt: RunFilter) -> np.ndarray:
     """x: (N, 3k) axis-angle (k rotations per row) -> filtered through sign-continuous quaternions."""
     n, d = x.shape
     out = x.copy()
@@ -226,6 +235,22 @@ class SmoothingOptions:
         }
 
 
+def _group_filter(options: SmoothingOptions, group: str, fps: float, times: np.ndarray) -> RunFilter:
+    """The filter ``options`` asks for on one channel group (times (N,): the take's timestamps, s)."""
+    cutoff = options.cutoff(group)
+    if options.method == "butterworth":
+        return lambda v, s, e: butterworth(v, None, cutoff, fps, options.order)
+    beta = 0.05 * (1.0 - options.strength_of(group)) + 0.005
+    return lambda v, s, e: one_euro(v, None, times[s:e], cutoff, beta)
+
+
+def smoothing_meta(options: SmoothingOptions | None) -> dict:
+    """The take's ``meta.smoothing`` for ``options`` (None: the defaults were not resolved yet)."""
+    if options is None:
+        return {"method": "default"}
+    return options.to_meta()
+
+
 def smooth_channels(
     arrays: dict[str, np.ndarray],
     valid: np.ndarray,
@@ -251,17 +276,7 @@ def smooth_channels(
             continue
         a = np.asarray(arr)
         x = a.reshape(n, -1).astype(np.float64)
-        cutoff = options.cutoff(group)
-        if options.method == "butterworth":
-
-            def filt(v, s, e, _c=cutoff):
-                return butterworth(v, None, _c, fps, options.order)
-        else:
-            beta = 0.05 * (1.0 - options.strength_of(group)) + 0.005
-
-            def filt(v, s, e, _c=cutoff, _b=beta):
-                return one_euro(v, None, times[s:e], _c, _b)
-
+        filt = _group_filter(options, group, fps, times)
         if name in ROTATION_KEYS and x.shape[1] % 3 == 0:
             y = _smooth_rotations(x, valid, filt)
         else:
@@ -310,3 +325,28 @@ def interpolate_gaps(
     for s, e in gaps:
         filled[s:e] = True
     return out, filled
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# redoing a take's smoothing
+
+
+def take_fps(meta: dict, times: np.ndarray) -> float:
+    """The frame rate to filter a take at: ``meta.source.fps``, else (an image sequence without a rate) the
+    median step of its timestamps (N,) in seconds, else 25."""
+    fps = float(meta.get("source", {}).get("fps") or 0.0)
+    if fps > 0:
+        return fps
+    return 1.0 / float(np.median(np.diff(times))) if len(times) > 1 else 25.0
+
+
+def resmooth_take(take_path: str | Path, output: str | Path | None, options: SmoothingOptions) -> Path:
+    """Recompute a take's smoothed channels from its raw_* values; write it atomically to ``output`` (default:
+    in place); returns the path written."""
+    take = read_take(take_path)  # validates the contract, raw_* included
+    times = take.arrays["time"]
+    raw = {k: take.arrays[f"raw_{k}"] for k in SMOOTHED_KEYS}
+    arrays = dict(take.arrays)
+    arrays.update(smooth_channels(raw, take.arrays["valid"], take_fps(take.meta, times), options, times=times))
+    meta = dict(take.meta, smoothing=smoothing_meta(options))
+    return write_take(output or take_path, arrays, meta)

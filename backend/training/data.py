@@ -56,7 +56,7 @@ def augment(
     s = rng.uniform(*cfg.scale)
     a = rng.uniform(-cfg.rotate_deg, cfg.rotate_deg)
     tx, ty = rng.uniform(-cfg.translate, cfg.translate, 2) * (w, h)
-    m = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), a, s)
+    m = np.asarray(cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), a, s), np.float64)
     m[:, 2] += (tx, ty)
     out = cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
     pts = [p @ m[:, :2].T + m[:, 2] for p in points]
@@ -139,6 +139,27 @@ def _cache_key(files: list[Path], image_size: int, every: int) -> str:
     return h.hexdigest()[:16]
 
 
+def crop_sample(image: np.ndarray, detection, image_size: int) -> dict[str, np.ndarray]:
+    """One training sample from one detection: the face crop (the one recipe, backend.footage.crop.face_crop on
+    the 68-point subset, as capture and encode crop) and its landmarks moved into crop PIXELS.
+
+    Returns crop (S, S, 3) uint8, landmarks68 (68, 2) float32, landmarks_mp (478, 2) float32 (zeros when the
+    detector gave no mediapipe points), has_mp bool.
+    """
+    from backend.flame.camera import transform_points
+    from backend.footage.crop import face_crop
+
+    crop, tform = face_crop(image, detection.landmarks68(), "kpt68", out_size=image_size)
+    has_mp = detection.kind == "mediapipe"
+    mp = transform_points(detection.landmarks, tform) if has_mp else np.zeros((478, 2))
+    return {
+        "crop": crop,
+        "landmarks68": transform_points(detection.landmarks68(), tform).astype(np.float32),
+        "landmarks_mp": np.asarray(mp, np.float32),
+        "has_mp": np.bool_(has_mp),
+    }
+
+
 def preprocess_folder(
     root: str | Path, cache_dir: str | Path, image_size: int = 224, video_every: int = 5, progress=None
 ) -> Path:
@@ -146,7 +167,6 @@ def preprocess_folder(
     ONCE: the result is ``cache_dir/<key>.npz`` (crops uint8 (N,S,S,3), landmarks68 / landmarks_mp in crop
     pixels, source names). A second call with unchanged files returns the same cache without work.
     """
-    from backend.footage.crop import box_from_landmarks, crop_transform, transform_points, warp_crop
     from backend.footage.detect import make_detector
     from backend.footage.video import open_footage
 
@@ -174,14 +194,11 @@ def preprocess_folder(
                 dets = det.detect(frame.image)
                 if not dets:
                     continue
-                d = max(dets, key=lambda x: x.area)
-                center, size = box_from_landmarks(d.landmarks68(), "mediapipe" if d.kind == "mediapipe" else "kpt68")
-                tform = crop_transform(center, size, out_size=image_size)
-                crops.append(warp_crop(frame.image, tform, image_size))
-                l68.append(transform_points(d.landmarks68(), tform).astype(np.float32))
-                mp = d.landmarks if d.kind == "mediapipe" else np.zeros((478, 2), np.float32)
-                lmp.append(transform_points(mp, tform).astype(np.float32) if d.kind == "mediapipe" else mp)
-                has_mp.append(d.kind == "mediapipe")
+                sample = crop_sample(frame.image, max(dets, key=lambda x: x.area), image_size)
+                crops.append(sample["crop"])
+                l68.append(sample["landmarks68"])
+                lmp.append(sample["landmarks_mp"])
+                has_mp.append(bool(sample["has_mp"]))
                 rel = f.relative_to(root).as_posix() if root.is_dir() else f.name
                 names.append(rel if not is_video else f"{rel}#{frame.index}")
             if progress is not None:
@@ -241,9 +258,9 @@ class FaceFolderDataset(Dataset):
         img, l68, lmp = self.crops[i], self.l68[i], self.lmp[i]
         if self.augment:
             img, (l68, lmp) = augment(img, [l68, lmp], self.rng)
-        # crop pixels are pixel-centre based (0..S-1); normalised coords use u = (x + 1) S / 2 with u the
-        # continuous position, so add half a pixel
-        norm = lambda p: torch.from_numpy(crop_pixels_to_normalized(p.astype(np.float32) + 0.5, self.size))  # noqa: E731
+        # the documented mapping (backend.flame.camera): x = u * 2 / S - 1 on pixel-index crop pixels, the one
+        # capture inverts when it reads the network's landmarks
+        norm = lambda p: torch.from_numpy(crop_pixels_to_normalized(p.astype(np.float32), self.size))  # noqa: E731
         a = self.annotations[i] or {}
         return {
             "image": torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 255.0,

@@ -161,7 +161,7 @@ def emotion_losses(
 ) -> dict[str, torch.Tensor]:
     """The emotion net's losses (emoca.md §6): v_mse, a_mse, 1-PCC and 1-CCC on valence/arousal, NLL on the
     expression class. out (B, n+2) raw [logits | v | a]; NaN targets / expression -1 are skipped."""
-    from backend.models.caffe_resnet import split_outputs
+    from backend.models.emotion import split_outputs
 
     logp, v, a = split_outputs(out, n_expression)
     terms: dict[str, torch.Tensor] = {}

@@ -12,7 +12,7 @@ model folder that `backend.models.loading.load_emoca_folder` (and so capture) lo
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import lightning as L
 import torch
@@ -20,6 +20,10 @@ from torch import nn
 
 from backend.training import losses as LS
 from emoca_contract.errors import EmocaError
+
+if TYPE_CHECKING:
+    from backend.flame.layer import FLAME
+    from backend.models.emoca import EmocaNet
 
 
 class TinyEncoder(nn.Module):
@@ -119,6 +123,14 @@ def synthetic_mediapipe_embedding(head, indices):
 class EmocaCoarseModule(L.LightningModule):
     """EMOCA coarse stage. ``cfg``: the merged training config as a plain dict (see configs/emoca_v1.yaml)."""
 
+    # EmocaNet, or (tiny config) a ModuleDict holding only E_expression; both get the FLAME layer as .flame
+    deca: nn.Module
+    # render buffers (not saved): texture (1,3,H,W), uvs (T,2), uv_faces (F,3), faces (F,3)
+    texture: torch.Tensor
+    uvs: torch.Tensor
+    uv_faces: torch.Tensor
+    faces: torch.Tensor
+
     def __init__(self, cfg: dict):
         super().__init__()
         from backend.models.emoca import EmocaConfig, EmocaNet
@@ -199,7 +211,7 @@ class EmocaCoarseModule(L.LightningModule):
         return self
 
     def configure_optimizers(self):
-        params = [p for p in self.deca.E_expression.parameters() if p.requires_grad]
+        params = [p for p in self.expression_encoder.parameters() if p.requires_grad]
         return torch.optim.Adam(params, lr=float(_cfg_get(self.cfg, "learning.lr", 5e-5)))
 
     # -- the forward pass
@@ -214,14 +226,23 @@ class EmocaCoarseModule(L.LightningModule):
                     "(only un-augmented synthetic data carries known parameters)",
                 )
             return {k: batch[k] for k in ("shape", "pose", "cam", "light")}
+        net = cast("EmocaNet", self.deca)  # coarse_codes = E_flame: never the tiny config (checked in __init__)
         with torch.no_grad():
-            e = self.deca.E_flame
-            codes = self.deca.split_code(e.head(e.features(batch["image"])).float())
+            codes = net.split_code(net.E_flame.head(net.E_flame.features(batch["image"])).float())
         return codes
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(B,3,S,S) -> exp (B, n_exp) from the trainable encoder."""
-        return self.deca.E_expression(images)[:, : self.n_exp]
+        return self.expression_encoder(images)[:, : self.n_exp]
+
+    @property
+    def expression_encoder(self) -> nn.Module:
+        """The trainable encoder: (B,3,S,S) -> (B, >= n_exp)."""
+        return cast(nn.Module, self.deca.E_expression)
+
+    @property
+    def flame(self) -> FLAME:
+        return cast("FLAME", self.deca.flame)
 
     def step(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         from backend.flame.camera import project
@@ -230,7 +251,7 @@ class EmocaCoarseModule(L.LightningModule):
         images = batch["image"]
         codes = self.coarse_codes_for(batch)
         exp = self(images)
-        out = self.deca.flame(codes["shape"], exp, codes["pose"])
+        out = self.flame(codes["shape"], exp, codes["pose"])
         verts = project(out.vertices, codes["cam"])
         lmk = project(out.landmarks2d, codes["cam"])[..., :2]
         r = render_mesh(
@@ -294,7 +315,7 @@ class EmotionRecognitionModule(L.LightningModule):
 
     def __init__(self, cfg: dict):
         super().__init__()
-        from backend.models.caffe_resnet import EmoCnnResNet50
+        from backend.models.emotion import EmoCnnResNet50
 
         self.cfg = cfg
         self.save_hyperparameters({"cfg": cfg})

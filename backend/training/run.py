@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> dict:
     except OmegaConfBaseException as exc:
         raise EmocaError("config_invalid", f"{path}: {exc}".splitlines()[0]) from None
     cfg = OmegaConf.to_container(merged, resolve=True)
+    if not isinstance(cfg, dict):
+        raise EmocaError("config_invalid", f"{path}: the config is not a mapping")
     cfg["config_path"] = str(path)
     if cfg["task"] not in ("emoca", "emotion"):
         raise EmocaError("config_invalid", f"task = {cfg['task']!r}: expected emoca or emotion")
@@ -284,6 +287,7 @@ def _callbacks(cfg: dict, ckpt_dir: Path, reporter: JsonProgress | None):
 def train(cfg: dict, reporter: JsonProgress | None = None) -> dict:
     """Run training for a merged config; returns {model_folder, best_checkpoint, last_checkpoint, ...}."""
     import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
     from torch.utils.data import DataLoader
 
@@ -314,7 +318,7 @@ def train(cfg: dict, reporter: JsonProgress | None = None) -> dict:
     trainer = L.Trainer(
         max_epochs=int(lr["max_epochs"]),
         max_steps=int(lr["max_steps"]),
-        max_time={"seconds": float(max_time)} if max_time else None,
+        max_time=timedelta(seconds=float(max_time)) if max_time else None,
         val_check_interval=vci,
         limit_val_batches=lr["limit_val_batches"],
         callbacks=_callbacks(cfg, ckpt_dir, reporter),
@@ -337,6 +341,8 @@ def train(cfg: dict, reporter: JsonProgress | None = None) -> dict:
     t0 = time.monotonic()
     trainer.fit(module, train_dataloaders=train_dl, val_dataloaders=val_dl, ckpt_path=ckpt_path)
     cb = trainer.checkpoint_callback
+    if not isinstance(cb, ModelCheckpoint):  # ours, from _callbacks
+        raise EmocaError("config_invalid", "the trainer flags replaced the run's checkpoint callback")
     result = {
         "model_folder": str(out),
         "best_checkpoint": cb.best_model_path or None,

@@ -155,14 +155,17 @@ def test_invalid_files_are_reported_with_what_was_expected(root):
 
 
 def test_missing_loader_reports_present_not_validated(root, monkeypatch):
+    """Without the torch side (e.g. under Blender's Python) checkpoints are reported present, not validated;
+    the numpy-only loaders (FLAME, landmark embeddings) still check their files."""
     H.write_model_folder(root / "EMOCA" / "models", "EMOCA")
     H.write_files(root, H.flame_folder_files())
-    monkeypatch.setitem(sys.modules, "backend.models.loading", None)  # import now raises ImportError
-    monkeypatch.setitem(sys.modules, "backend.flame.io", None)
+    monkeypatch.setitem(sys.modules, "torch", None)  # torch is now "not installed": find_spec says None
     st = {s.key: s for s in assets.status(root)}
-    for key in ("model:EMOCA", "flame2020"):
-        assert st[key].present and st[key].valid is None, key
-        assert st[key].message.startswith("present (not validated")
+    model = st["model:EMOCA"]
+    assert model.present and model.valid is None
+    assert model.message.startswith("present (not validated") and "torch not installed" in model.message
+    assert st["flame2020"].present and st["flame2020"].valid is True
+    assert st["landmark_embedding"].valid is True
     # still usable: the capability summary counts it
     assert assets.capabilities(list(st.values()))["capture"]["model"] == "EMOCA"
 
@@ -196,6 +199,25 @@ def test_deep_loads_the_networks(root):
         assert cheap[k].valid is True
         # the tiny state dict has the official layout but not the network's keys: only the full load notices
         assert deep[k].valid is False and "missing" in deep[k].message, deep[k].message
+
+
+@pytest.mark.torch
+def test_cheap_check_refuses_checkpoints_that_reference_code(root):
+    """Without loading anything: a checkpoint whose pickle names os.mkdir is invalid, and the payload never runs."""
+    from backend.models.loading import locate_checkpoint
+    from tests.fixtures.checkpoints import write_malicious_ckpt
+
+    folder = H.write_model_folder(root / "EMOCA" / "models", "EMOCA")
+    marker = root / "pwned"
+    write_malicious_ckpt(locate_checkpoint(folder / "detail" / "checkpoints"), marker)
+    (root / "DECA" / "data").mkdir(parents=True)
+    write_malicious_ckpt(root / "DECA" / "data" / "deca_model.tar", marker)
+    st = {s.key: s for s in assets.status(root, keys=["model:EMOCA", "deca_tar"])}
+    for key in ("model:EMOCA", "deca_tar"):
+        assert st[key].present and st[key].valid is False, key
+        assert "mkdir" in st[key].message and "not plain data" in st[key].message, st[key].message
+    assert assets.capabilities(list(st.values()))["capture"]["model"] is None
+    assert not marker.exists()
 
 
 def test_cli_entry_point_json(root):

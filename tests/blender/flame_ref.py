@@ -32,7 +32,7 @@ def flame_forward(rig: dict, exp: np.ndarray, pose: np.ndarray, shape: np.ndarra
     feat = (rot[1:] - np.eye(3)).reshape(-1)
     v_posed = v + np.asarray(rig["posedirs"], np.float64) @ feat
     parents = [int(p) for p in rig["parents"]]
-    world = []
+    world: list[np.ndarray] = []
     for j in range(5):
         local = np.eye(4)
         local[:3, :3] = rot[j]

@@ -43,7 +43,7 @@ def quat_matrix(q) -> np.ndarray:
 
 def state(scene) -> dict:
     """What a failed apply must not change."""
-    out = {
+    out: dict[str, object] = {
         "fps": (scene.render.fps, scene.render.fps_base),
         "actions": sorted(a.name for a in bpy.data.actions),
         "objects": sorted(o.name for o in bpy.data.objects),

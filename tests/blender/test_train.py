@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from emoca_blender import api, client, operators, panel, properties
+from emoca_blender import api, client, panel, properties, training
 from emoca_blender.preferences import capture_options
 from emoca_contract.errors import EmocaError
 
@@ -47,7 +47,7 @@ def test_train_request_turns_the_panel_settings_into_overrides(tmp_path, fresh_s
     data.mkdir()
     s.config, s.data_dir, s.output_dir = "emoca_v2", str(data), str(tmp_path / "run")
     s.max_epochs, s.max_steps, s.overrides = 3, 0, "trainer.devices=2 'model.init=/a b/DECA'"
-    config, overrides = operators.train_request(s)
+    config, overrides = training.train_request(s)
     assert Path(config).is_file() and Path(config).name == "emoca_v2.yaml"
     assert Path(config).parent == client.backend_root() / "training" / "configs"
     assert overrides == [
@@ -58,8 +58,8 @@ def test_train_request_turns_the_panel_settings_into_overrides(tmp_path, fresh_s
         "model.init=/a b/DECA",
     ]
     s.output_dir = ""  # unsaved .blend: the home folder; saved: beside it
-    assert operators.train_request(s)[1][0] == f"output_dir={Path.home() / 'emoca_runs' / 'emoca_v2'}"
-    assert operators.train_request(s, "/proj/shot.blend")[1][0] == "output_dir=/proj/emoca_runs/emoca_v2"
+    assert training.train_request(s)[1][0] == f"output_dir={Path.home() / 'emoca_runs' / 'emoca_v2'}"
+    assert training.train_request(s, "/proj/shot.blend")[1][0] == "output_dir=/proj/emoca_runs/emoca_v2"
 
 
 @pytest.mark.parametrize(
@@ -77,7 +77,7 @@ def test_train_request_refuses_bad_settings_clearly(fresh_scene, field, value, c
         s.config = "CUSTOM"
     setattr(s, field, value)
     with pytest.raises(EmocaError) as err:
-        operators.train_request(s)
+        training.train_request(s)
     assert err.value.code == code and needle in err.value.message
 
 

@@ -9,7 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from backend.capture.pipeline import CaptureOptions, capture, output_paths
+from backend.capture.options import CaptureOptions, output_paths
+from backend.capture.pipeline import capture
 from emoca_contract.errors import EmocaError
 from emoca_contract.take import SMOOTHED_KEYS, TAKE_KEYS, read_take
 
@@ -27,7 +28,7 @@ def nets():
     """The networks, loaded once for the module (capture() loads them itself when not given)."""
     import warnings
 
-    from backend.capture.pipeline import load_networks
+    from backend.capture.networks import load_networks
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "UNTRAINED network": expected here

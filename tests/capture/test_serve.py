@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from backend.assets import SPECS
 from emoca_contract import protocol
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,6 +90,12 @@ def test_protocol_errors_status_export_train_and_clean_exit(tmp_path):
         ev = s.next()
         assert ev["type"] == "result" and ev["id"] == "s1" and ev["files"] == []
         assert ev["backend_version"] and ev["protocol_version"] == 1 and ev["device"]
+        # what is installed: the one documented status document (docs/assets.md), unvalidated
+        doc = ev["assets"]
+        assert (doc["format"], doc["version"], doc["deep"]) == ("emoca-assets-status", 1, False)
+        assert {a["key"] for a in doc["assets"]} == {s.key for s in SPECS}
+        assert all(a["valid"] is None for a in doc["assets"])  # a status request never validates
+        assert set(doc["capabilities"]) == {"rig", "capture", "detail", "emotion", "detector", "training"}
         rig = tmp_path / "tête.npz"
         s.send(protocol.make("export_rig", id="r", output=str(rig)))
         ev, seen = s.until(lambda e: e["type"] in ("result", "error"))

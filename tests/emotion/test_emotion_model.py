@@ -35,8 +35,7 @@ def _raw_state(ckpt):
 
 # ------------------------------------------------------------------------------------------- ResNet-50 folder
 def test_resnet_folder_reproduces_an_independent_instance(resnet_model, resnet_folder):
-    from backend.models.caffe_resnet import EmoCnnResNet50
-    from backend.models.emotion import AFFECTNET_CLASSES
+    from backend.models.emotion import AFFECTNET_CLASSES, EmoCnnResNet50
 
     ref = EmoCnnResNet50(8).eval()
     ref.load_state_dict(_raw_state(resnet_folder[1]), strict=True)
@@ -75,8 +74,7 @@ def test_model_is_a_frozen_module_that_stays_in_eval(resnet_model):
 
 
 def test_loss_keys_are_ignored_and_anything_else_is_strict(resnet_folder):
-    from backend.models.caffe_resnet import EmoCnnResNet50
-    from backend.models.emotion import _strict_load
+    from backend.models.emotion import EmoCnnResNet50, _strict_load
 
     good = _raw_state(resnet_folder[1])
     net = EmoCnnResNet50(8)

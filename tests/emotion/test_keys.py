@@ -38,7 +38,7 @@ def test_key_list_copy_matches_the_spec():
 
 
 def test_emocnn_resnet50_keys_equal_the_original():
-    from backend.models.caffe_resnet import EmoCnnResNet50
+    from backend.models.emotion import EmoCnnResNet50
 
     theirs = section(RESNET_SECTION)
     ours = _layout(EmoCnnResNet50(n_expression=8))
@@ -61,9 +61,9 @@ def test_emodeca_keys_equal_the_original():
 
 def test_caffe_layout_is_not_the_torchvision_layout():
     """Same keys, different network: the stride sits in the first 1x1 conv; the stem pool is k3 s2 p0 ceil."""
-    from backend.models.caffe_resnet import CaffeResNet50
+    from backend.models.resnet import VGGFACE2_IDENTITIES, ResNet50
 
-    net = CaffeResNet50()
+    net = ResNet50(VGGFACE2_IDENTITIES, layout="caffe")
     for name in ("layer2", "layer3", "layer4"):
         block = getattr(net, name)[0]
         assert block.conv1.stride == (2, 2) and block.conv2.stride == (1, 1), name
@@ -80,8 +80,7 @@ def test_caffe_layout_is_not_the_torchvision_layout():
 
 def test_same_weights_give_different_features_in_the_two_layouts():
     """Why the loader must decide from the config: a Caffe checkpoint loads silently into the torchvision net."""
-    resnet = pytest.importorskip("backend.models.resnet")
-    from backend.models.caffe_resnet import CaffeResNet50
+    from backend.models.resnet import VGGFACE2_IDENTITIES, ResNet50
     from tests.fixtures.emotion_files import random_state_dict
 
     sd = {
@@ -89,8 +88,8 @@ def test_same_weights_give_different_features_in_the_two_layouts():
         for k, v in random_state_dict(section(RESNET_SECTION), 3).items()
         if k.startswith("backbone.")
     }
-    caffe = CaffeResNet50().eval()
-    tv = resnet.ResNet50(num_classes=8631).eval()
+    caffe = ResNet50(VGGFACE2_IDENTITIES, layout="caffe").eval()
+    tv = ResNet50(num_classes=8631).eval()
     caffe.load_state_dict(sd, strict=True)
     tv.load_state_dict(sd, strict=True)  # no error: the keys are identical
     x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))

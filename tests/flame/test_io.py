@@ -7,7 +7,8 @@ import pickle
 import numpy as np
 import pytest
 
-from backend.flame.io import ChStub, load_flame, restricted_load
+from backend.flame.io import load_flame
+from backend.pickles import ChStub, restricted_load
 from emoca_contract.errors import EmocaError
 from tests.fixtures.flame_files import FLAME_FACES, FLAME_VERTICES, write_flame_pkl, write_malicious_pickle
 

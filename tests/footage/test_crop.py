@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from skimage.transform import SimilarityTransform, estimate_transform, warp
 
+from backend.flame.camera import transform_points
 from backend.footage.crop import (
     box_from_landmarks,
     crop_transform,
@@ -13,7 +14,6 @@ from backend.footage.crop import (
     estimate_similarity,
     face_crop,
     invert,
-    transform_points,
     warp_crop,
 )
 from backend.synthetic import clips as synthetic

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backend.footage.crop import transform_points
+from backend.flame.camera import transform_points
 from backend.footage.detect import (
     FAN_FILES,
     IBUG68_FLIP,

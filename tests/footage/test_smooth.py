@@ -14,6 +14,8 @@ from backend.take.smoothing import (
     interpolate_gaps,
     one_euro,
     smooth_channels,
+    smoothing_meta,
+    take_fps,
 )
 from emoca_contract.errors import EmocaError
 from emoca_contract.rotations import axis_angle_to_quat, quat_to_axis_angle
@@ -191,3 +193,15 @@ def test_slerp_takes_the_short_way_between_rotations():
     out, _ = interpolate_gaps({"global_pose": np.stack([a, np.zeros(3), b])}, valid, 1)
     mid = out["global_pose"][1]
     assert np.linalg.norm(mid) == pytest.approx(np.pi, abs=1e-6)  # 180 degrees, not 0
+
+
+def test_smoothing_meta_and_the_rate_a_take_is_filtered_at():
+    opts = SmoothingOptions("one_euro", 0.3)
+    meta = smoothing_meta(opts)
+    assert meta["method"] == "one_euro" and meta["strength"] == 0.3 and set(meta["groups"]) == set(CUTOFF_RANGE)
+    assert meta["cutoff_hz"]["pose"] == pytest.approx(opts.cutoff("pose"), abs=1e-4)
+    assert smoothing_meta(None) == {"method": "default"}
+    times = np.arange(6) / 12.0
+    assert take_fps({"source": {"fps": 30.0}}, times) == 30.0
+    assert take_fps({"source": {"fps": None}}, times) == pytest.approx(12.0)  # an image sequence: its timestamps
+    assert take_fps({}, times[:1]) == 25.0

@@ -82,6 +82,34 @@ def test_resnet_is_torchvision_style():
         assert r.eval()(torch.rand(1, 3, 224, 224)).shape == (1, 2048)
 
 
+@pytest.mark.parametrize("layout", ["torchvision", "caffe"])
+def test_resnet_pooling_is_the_originals_avgpool7_at_224(layout):
+    """Both layouts end in a global mean over the final map: the originals' AvgPool2d(7) at a 224 input."""
+    r = ResNet50(layout=layout).eval()
+    x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        fmap = r.feature_map(x)
+        feats = r.features(x)
+    assert fmap.shape == (2, 2048, 7, 7)
+    torch.testing.assert_close(feats, torch.flatten(torch.nn.AvgPool2d(7, stride=1)(fmap), 1))
+
+
+def test_resnet_layout_flag_moves_only_the_stride_and_the_stem_pool():
+    tv, caffe = ResNet50(), ResNet50(layout="caffe")
+    assert (tv.layout, caffe.layout) == ("torchvision", "caffe")
+    assert caffe.layer2[0].conv1.stride == (2, 2) and caffe.layer2[0].conv2.stride == (1, 1)
+    assert (caffe.maxpool.padding, caffe.maxpool.ceil_mode) == (0, True)
+    assert (tv.maxpool.padding, tv.maxpool.ceil_mode) == (1, False)
+    assert layout(tv) == layout(caffe)  # same keys, shapes and dtypes: only the config can tell them apart
+
+
+def test_resnet_unknown_layout_is_a_config_error():
+    with pytest.raises(EmocaError) as e:
+        ResNet50(layout="pytorch")  # type: ignore[arg-type]
+    assert e.value.code == "config_invalid"
+    assert "pytorch" in e.value.message and "torchvision" in e.value.message and "caffe" in e.value.message
+
+
 def test_detail_generator_quirks():
     d = DetailGenerator().eval()
     bns = {i: m.eps for i, m in enumerate(d.conv_blocks) if isinstance(m, torch.nn.BatchNorm2d)}
