@@ -1,8 +1,11 @@
 """The rig file (docs/formats.md#rig-file): what the add-on builds the head rig from. numpy + stdlib only.
 
 A rig file is a plain ``.npz`` (never pickles: read with ``allow_pickle=False``) of the template mesh, its bases,
-joints, skinning weights and a ``meta`` JSON string. The backend writes it (``backend.flame.rig.write_rig``); the
-add-on reads it with :func:`read_rig`, the one reader both sides use.
+joints, skinning weights and a ``meta`` JSON string. Two kinds (``meta.kind``): ``"flame"`` (FLAME topology:
+triangles, identity/expression/pose-corrective bases, 5 FLAME joints; written by ``backend.flame.rig``) and
+``"open"`` (an open head such as ICT-FaceKit: polygons with UVs and material groups, one shape per ARKit channel,
+named joints with skinning weights; written by the backend's open-head exporter). Version 1 files are FLAME rigs.
+The add-on reads both with :func:`read_rig`, the one reader both sides use.
 """
 
 from __future__ import annotations
@@ -19,11 +22,17 @@ from .errors import EmocaError
 from .take import is_npz
 
 RIG_FORMAT = "emoca-rig"
-RIG_VERSION = 1
-JOINT_NAMES = ("root", "neck", "jaw", "eye_L", "eye_R")
+RIG_VERSION = 2
+RIG_KINDS = ("flame", "open")
+JOINT_NAMES = ("root", "neck", "jaw", "eye_L", "eye_R")  # a FLAME rig's joints, in FLAME's order
 REQUIRED_KEYS = ("v_template", "faces", "shapedirs", "expdirs", "posedirs", "J_regressor", "joints", "parents",
                  "weights", "meta")  # fmt: skip
 OPTIONAL_KEYS = ("joint_names", "uvs", "uv_faces", "lmk_faces_idx", "lmk_bary_coords", "shape")
+# An open rig: polygons (P corner entries over F polygons), UVs, materials, named shapes, named joints.
+OPEN_REQUIRED_KEYS = ("v_template", "poly_vertices", "poly_sizes", "uvs", "poly_uvs", "poly_materials",
+                      "material_names", "material_colors", "shape_names", "shape_deltas", "joint_names", "joints",
+                      "parents", "weights", "landmark_indices", "meta")  # fmt: skip
+OPEN_OPTIONAL_KEYS = ("identity", "texture")
 EXPORT_HINT = "Export the rig again with `python -m backend export-rig --output rig.npz`."
 
 
@@ -65,16 +74,33 @@ def rig_meta(value: Any, where: str) -> dict[str, Any]:
     if major > RIG_VERSION:
         raise EmocaError("asset_invalid", f"{where}: rig file version {meta.get('version')} is newer than this "
                          f"reader ({RIG_VERSION})", "Update the add-on and backend together.")  # fmt: skip
+    kind = meta.setdefault("kind", "flame")  # version 1 rigs are FLAME rigs
+    if kind not in RIG_KINDS:
+        raise EmocaError("asset_invalid", f"{where}: rig kind {kind!r}, expected one of {RIG_KINDS}", EXPORT_HINT)
     return meta
+
+
+def _peek_json(value: Any) -> dict[str, Any]:
+    try:
+        parsed = json.loads(str(value))
+    except json.JSONDecodeError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
 
 
 def validate_rig(rig: dict[str, Any], where: str = "rig") -> dict[str, Any]:
     """Check keys, meta and every array's shape against the template's vertex count; return a copy with
     ``meta`` parsed. Raises EmocaError('asset_invalid') naming the key and the expected shape."""
-    missing = [k for k in REQUIRED_KEYS if k not in rig]
-    if missing:
+    if "meta" not in rig:
+        raise EmocaError("asset_invalid", f"{where}: missing rig keys ['meta']", EXPORT_HINT)
+    declared = rig["meta"] if isinstance(rig["meta"], dict) else _peek_json(rig["meta"])
+    required = OPEN_REQUIRED_KEYS if declared.get("kind") == "open" else REQUIRED_KEYS
+    missing = [k for k in required if k not in rig]
+    if missing:  # what is missing is said first: it is the most common damage
         raise EmocaError("asset_invalid", f"{where}: missing rig keys {missing}", EXPORT_HINT)
     meta = rig_meta(rig["meta"], where)
+    if meta["kind"] == "open":
+        return _validate_open_rig(rig, meta, where)
     n_v = int(np.shape(rig["v_template"])[0]) if np.ndim(rig["v_template"]) == 2 else -1
     n_shape = meta.get("n_shape")
     n_exp = meta.get("n_exp")
@@ -100,4 +126,52 @@ def validate_rig(rig: dict[str, Any], where: str = "rig") -> dict[str, Any]:
     if names is not None and [str(n) for n in np.asarray(names).ravel()] != list(JOINT_NAMES):
         raise EmocaError("asset_invalid", f"{where}: joint_names {list(np.asarray(names).ravel())}, expected "
                          f"{list(JOINT_NAMES)}")  # fmt: skip
+    return dict(rig, meta=meta)
+
+
+def _shape_mismatch(rig: dict[str, Any], expect: dict[str, tuple[int | None, ...]], where: str) -> None:
+    for key, want in expect.items():
+        shape = np.shape(rig[key])
+        if len(shape) != len(want) or any(w is not None and s != w for s, w in zip(shape, want)):
+            raise EmocaError("asset_invalid", f"{where}: {key} has shape {shape}, expected {want}")
+
+
+def _index_range(rig: dict[str, Any], key: str, size: int, where: str) -> None:
+    idx = np.asarray(rig[key])
+    if idx.size and (idx.dtype.kind not in "iu" or idx.min() < 0 or idx.max() >= size):
+        raise EmocaError("asset_invalid", f"{where}: '{key}' holds indices outside 0..{size - 1}")
+
+
+def _names(rig: dict[str, Any], key: str, where: str) -> list[str]:
+    names = [str(n) for n in np.asarray(rig[key]).ravel()]
+    if any(not n for n in names) or len(set(names)) != len(names):
+        raise EmocaError("asset_invalid", f"{where}: '{key}' must be unique, non-empty names")
+    return names
+
+
+def _validate_open_rig(rig: dict[str, Any], meta: dict[str, Any], where: str) -> dict[str, Any]:
+    """An open rig: every array consistent with the vertex, polygon, corner, UV, material, shape and joint counts;
+    indices in range; parents before children (root first, parent -1)."""
+    n_v = int(np.shape(rig["v_template"])[0]) if np.ndim(rig["v_template"]) == 2 else -1
+    sizes = np.asarray(rig["poly_sizes"])
+    n_f, n_p = int(sizes.size), int(np.asarray(rig["poly_vertices"]).size)
+    n_s, n_j = len(_names(rig, "shape_names", where)), len(_names(rig, "joint_names", where))
+    n_m = len(np.asarray(rig["material_names"]).ravel())
+    if sizes.size and (sizes.min() < 3 or int(sizes.sum()) != n_p):
+        raise EmocaError("asset_invalid", f"{where}: poly_sizes must be >= 3 and sum to the {n_p} corners")
+    _shape_mismatch(rig, {
+        "v_template": (n_v, 3), "poly_vertices": (n_p,), "poly_uvs": (n_p,), "uvs": (None, 2),
+        "poly_materials": (n_f,), "material_colors": (n_m, 4), "shape_deltas": (n_s, n_v, 3), "joints": (n_j, 3),
+        "parents": (n_j,), "weights": (n_v, n_j), "landmark_indices": (68,),
+    }, where)  # fmt: skip
+    _index_range(rig, "poly_vertices", n_v, where)
+    _index_range(rig, "poly_uvs", int(np.shape(rig["uvs"])[0]), where)
+    _index_range(rig, "poly_materials", n_m, where)
+    _index_range(rig, "landmark_indices", n_v, where)
+    parents = [int(p) for p in np.asarray(rig["parents"]).ravel()]
+    if not parents or parents[0] != -1 or any(not (0 <= p < j) for j, p in enumerate(parents[1:], 1)):
+        raise EmocaError("asset_invalid", f"{where}: parents {parents}: the root comes first (-1), parents before "
+                         "children")  # fmt: skip
+    if "identity" in rig:
+        _shape_mismatch(rig, {"identity": (n_v, 3)}, where)
     return dict(rig, meta=meta)

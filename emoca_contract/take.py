@@ -23,49 +23,83 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .arkit import ARKIT_INDEX
 from .errors import EmocaError
 
 TAKE_FORMAT = "emoca-take"
-TAKE_VERSION = 1
+TAKE_VERSION = 2
 # Readers accept every major version from the first to this one (older takes stay readable).
 OLDEST_VERSION = 1
+# What a take's face parameters are (meta.kind): FLAME codes from an EMOCA/DECA network, or the open path's ARKit
+# blendshape scores and head pose from MediaPipe's Face Landmarker. Version 1 takes are all "flame".
+KINDS = ("flame", "open")
 
 # name -> (shape, dtype). Strings are symbolic sizes: N frames, n_exp expression coefficients, K detector
-# landmarks, C emotion classes; every array must agree on each symbol.
+# landmarks, C emotion classes, A ARKit channels (52); every array must agree on each symbol.
 Spec = tuple[tuple[int | str, ...], str]
-TAKE_KEYS: dict[str, Spec] = {
+COMMON_KEYS: dict[str, Spec] = {
     "frame": (("N",), "int64"),
     "time": (("N",), "float64"),
     "valid": (("N",), "bool"),
     "interpolated": (("N",), "bool"),
     "confidence": (("N",), "float32"),
-    "shape": (("N", 100), "float32"),
-    "exp": (("N", "n_exp"), "float32"),
     "global_pose": (("N", 3), "float32"),
-    "jaw_pose": (("N", 3), "float32"),
-    "cam": (("N", 3), "float32"),
     "crop": (("N", 3, 3), "float32"),
-    "landmarks": (("N", 68, 2), "float32"),
     "detected_landmarks": (("N", "K", 2), "float32"),
     "valence": (("N",), "float32"),
     "arousal": (("N",), "float32"),
     "expression": (("N", "C"), "float32"),
 }
-# The channels smoothing may change; their unsmoothed values are stored as raw_<name>.
-SMOOTHED_KEYS: tuple[str, ...] = ("exp", "global_pose", "jaw_pose", "cam", "valence", "arousal", "expression")
-for _k in SMOOTHED_KEYS:
-    TAKE_KEYS["raw_" + _k] = TAKE_KEYS[_k]
-REQUIRED_KEYS: tuple[str, ...] = tuple(TAKE_KEYS)  # what a writer must write
-# What a reader needs to use a take (what apply and retarget read); every other known key is checked when present,
-# so takes written by other tools (a pipeline script, an importer) need only these.
-READ_KEYS: tuple[str, ...] = ("frame", "time", "valid", "exp", "global_pose", "jaw_pose", "cam", "crop", "valence",
-                              "arousal", "expression")  # fmt: skip
+FLAME_KEYS: dict[str, Spec] = {
+    "shape": (("N", 100), "float32"),
+    "exp": (("N", "n_exp"), "float32"),
+    "jaw_pose": (("N", 3), "float32"),
+    "cam": (("N", 3), "float32"),
+    "landmarks": (("N", 68, 2), "float32"),
+}
+OPEN_KEYS: dict[str, Spec] = {
+    "arkit": (("N", "A"), "float32"),
+    "translation": (("N", 3), "float32"),
+}
+# The channels smoothing may change, per kind; their unsmoothed values are stored as raw_<name>.
+SMOOTHED_BY_KIND: dict[str, tuple[str, ...]] = {
+    "flame": ("exp", "global_pose", "jaw_pose", "cam", "valence", "arousal", "expression"),
+    "open": ("arkit", "global_pose", "translation", "valence", "arousal", "expression"),
+}
+
+
+def _with_raw(keys: dict[str, Spec], smoothed: tuple[str, ...]) -> dict[str, Spec]:
+    return {**keys, **{"raw_" + k: keys[k] for k in smoothed}}
+
+
+# What a writer must write, per kind.
+KEYS_BY_KIND: dict[str, dict[str, Spec]] = {
+    "flame": _with_raw({**COMMON_KEYS, **FLAME_KEYS}, SMOOTHED_BY_KIND["flame"]),
+    "open": _with_raw({**COMMON_KEYS, **OPEN_KEYS}, SMOOTHED_BY_KIND["open"]),
+}
+TAKE_KEYS = KEYS_BY_KIND["flame"]  # the FLAME take (the only kind of version 1)
+SMOOTHED_KEYS = SMOOTHED_BY_KIND["flame"]
+REQUIRED_KEYS: tuple[str, ...] = tuple(TAKE_KEYS)
 OPTIONAL_KEYS: dict[str, Spec] = {
     "tex": (("N", 50), "float32"),
     "light": (("N", 27), "float32"),
     "detail": (("N", 128), "float32"),
 }
-ALL_KEYS: dict[str, Spec] = {**TAKE_KEYS, **OPTIONAL_KEYS}
+# Every key a take of any kind may hold: an EMOCA take may also carry the detector's ARKit scores (cheap), an
+# open take never FLAME codes.
+ALL_KEYS: dict[str, Spec] = {**KEYS_BY_KIND["flame"], **KEYS_BY_KIND["open"], **OPTIONAL_KEYS}
+ALLOWED_BY_KIND: dict[str, set[str]] = {
+    "flame": set(KEYS_BY_KIND["flame"]) | set(OPTIONAL_KEYS) | {"arkit", "raw_arkit", "translation"},
+    "open": set(KEYS_BY_KIND["open"]),
+}
+# What a reader needs to use a take (what apply and retarget read); every other known key is checked when present,
+# so takes written by other tools (a pipeline script, an importer) need only these.
+READ_KEYS_BY_KIND: dict[str, tuple[str, ...]] = {
+    "flame": ("frame", "time", "valid", "exp", "global_pose", "jaw_pose", "cam", "crop", "valence", "arousal",
+              "expression"),
+    "open": ("frame", "time", "valid", "arkit", "global_pose", "valence", "arousal", "expression"),
+}  # fmt: skip
+READ_KEYS = READ_KEYS_BY_KIND["flame"]
 
 FER_CLASSES_DEFAULT = ["Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral"]
 # Blender names ID properties with at most 63 bytes; an emotion curve is "emoca_expr_<Class>".
@@ -80,15 +114,24 @@ RECAPTURE_HINT = "Capture the take again; the file is not a valid take."
 # checking arrays against the contract
 
 
-def check_arrays(arrays: Mapping[str, np.ndarray], where: str = "take") -> dict[str, int]:
-    """Check names, shapes and exact dtypes against the contract; return the symbol sizes (N, n_exp, K, C).
+def check_kind(kind: Any, where: str = "take") -> str:
+    """``kind`` if it is one of :data:`KINDS`, else EmocaError('internal')."""
+    if kind not in KINDS:
+        raise EmocaError("internal", f"{where}: take kind {kind!r}, expected one of {KINDS}")
+    return str(kind)
+
+
+def check_arrays(arrays: Mapping[str, np.ndarray], where: str = "take", kind: str = "flame") -> dict[str, int]:
+    """Check names, shapes and exact dtypes against the contract for a take of ``kind``; return the symbol sizes
+    (N, n_exp, K, C, A).
 
     For writers: raises EmocaError('internal') naming the offending key (a writer bug, not a user error).
     """
-    missing = [k for k in REQUIRED_KEYS if k not in arrays]
+    kind = check_kind(kind, where)
+    missing = [k for k in KEYS_BY_KIND[kind] if k not in arrays]
     if missing:
-        raise EmocaError("internal", f"{where}: missing take keys {missing}")
-    unknown = [k for k in arrays if k not in ALL_KEYS and k != "meta"]
+        raise EmocaError("internal", f"{where}: missing {kind} take keys {missing}")
+    unknown = [k for k in arrays if k not in ALLOWED_BY_KIND[kind] and k != "meta"]
     if unknown:
         raise EmocaError("internal", f"{where}: unknown take keys {unknown} (see docs/formats.md#take-file)")
     sizes: dict[str, int] = {}
@@ -133,11 +176,12 @@ def coerce(arrays: Mapping[str, Any]) -> dict[str, np.ndarray]:
 # meta
 
 
-def base_meta(**fields: Any) -> dict[str, Any]:
-    """The meta fields every take carries (format, version, backend_version, created) plus ``fields``."""
+def base_meta(kind: str = "flame", **fields: Any) -> dict[str, Any]:
+    """The meta fields every take carries (format, version, kind, backend_version, created) plus ``fields``."""
     meta: dict[str, Any] = {
         "format": TAKE_FORMAT,
         "version": TAKE_VERSION,
+        "kind": check_kind(kind),
         "backend_version": __version__,
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
@@ -191,8 +235,19 @@ class Take:
         return int(self.arrays["frame"].shape[0])
 
     @property
+    def kind(self) -> str:
+        """ "flame" (FLAME codes: exp, jaw_pose, ...) or "open" (ARKit scores ``arkit`` and head pose)."""
+        return str(self.meta.get("kind", "flame"))
+
+    @property
     def n_exp(self) -> int:
-        return int(self.arrays["exp"].shape[1])
+        """FLAME expression coefficients (0 for an open take)."""
+        return int(self.arrays["exp"].shape[1]) if "exp" in self.arrays else 0
+
+    @property
+    def arkit_names(self) -> list[str]:
+        """The names of the ``arkit`` columns (meta.arkit.names); empty when the take has none."""
+        return list(self.meta.get("arkit", {}).get("names", [])) if "arkit" in self.arrays else []
 
     @property
     def classes(self) -> list[str]:
@@ -236,7 +291,7 @@ def read_take(path: str | os.PathLike) -> Take:
         raise EmocaError("input_missing", f"take file not found: {path}")
     arrays = _load_npz(path)
     meta = _parse_meta(path, arrays.pop("meta", None))
-    check_take_arrays(arrays, path)
+    check_take_arrays(arrays, path, meta["kind"])
     check_meta(meta, arrays, path)
     return Take(arrays=arrays, meta=meta, path=path)
 
@@ -292,18 +347,21 @@ def _parse_meta(path: Path, value: np.ndarray | None) -> dict[str, Any]:
         )
     if major < OLDEST_VERSION:
         raise EmocaError("input_unsupported", f"{path}: take format version {version} is not supported")
+    kind = meta.setdefault("kind", "flame")  # version 1 takes are FLAME takes
+    if kind not in KINDS:
+        raise EmocaError("input_unsupported", f"{path}: take kind {kind!r}; this reader reads {', '.join(KINDS)}")
     return meta
 
 
 FLOAT_KINDS = "f"
 
 
-def check_take_arrays(arrays: Mapping[str, np.ndarray], path: Path | str) -> dict[str, int]:
-    """A reader's checks: the keys a consumer reads (:data:`READ_KEYS`), shapes agreeing on N/n_exp/K/C for every
-    known key present, dtype kinds (any float width is accepted where the contract says float), finite values in
-    valid rows, increasing frames and times."""
+def check_take_arrays(arrays: Mapping[str, np.ndarray], path: Path | str, kind: str = "flame") -> dict[str, int]:
+    """A reader's checks: the keys a consumer of ``kind`` reads (:data:`READ_KEYS_BY_KIND`), shapes agreeing on
+    N/n_exp/K/C/A for every known key present, dtype kinds (any float width is accepted where the contract says
+    float), finite values in valid rows, increasing frames and times."""
     where = Path(path)
-    missing = [k for k in READ_KEYS if k not in arrays]
+    missing = [k for k in READ_KEYS_BY_KIND[kind] if k not in arrays]
     if missing:
         raise _bad(where, f"missing keys {missing}")
     sizes: dict[str, int] = {}
@@ -350,7 +408,16 @@ def check_meta(meta: dict[str, Any], arrays: Mapping[str, np.ndarray], path: Pat
             raise _bad(where, f"meta.source.{key} is {value!r}, expected a positive number")
     if source.get("path") is not None and not isinstance(source["path"], str):
         raise _bad(where, f"meta.source.path is {source['path']!r}, expected a string")
-    classes = meta.get("emotion", {}).get("classes", [])
+    _check_classes(meta.get("emotion", {}).get("classes", []), arrays, where)
+    for key in ("warnings", "fallbacks"):
+        if key in meta and not (isinstance(meta[key], list) and all(isinstance(m, str) for m in meta[key])):
+            raise _bad(where, f"meta.{key} must be a list of strings")
+    if "arkit" in arrays:
+        _check_arkit_meta(meta, arrays["arkit"], where)
+
+
+def _check_classes(classes: Any, arrays: Mapping[str, np.ndarray], where: Path) -> None:
+    """``meta.emotion.classes``: unique, non-empty names short enough for Blender, one per 'expression' column."""
     if not isinstance(classes, list) or not all(isinstance(c, str) and c.strip() for c in classes):
         raise _bad(where, f"meta.emotion.classes must be a list of class names, not {classes!r}"[:200])
     long = [c for c in classes if len(c.encode("utf-8")) > MAX_CLASS_NAME]
@@ -361,6 +428,16 @@ def check_meta(meta: dict[str, Any], arrays: Mapping[str, np.ndarray], path: Pat
     if classes and len(classes) != arrays["expression"].shape[1]:
         raise _bad(where, f"meta.emotion.classes names {len(classes)} classes but 'expression' has "
                           f"{arrays['expression'].shape[1]} columns")  # fmt: skip
-    for key in ("warnings", "fallbacks"):
-        if key in meta and not (isinstance(meta[key], list) and all(isinstance(m, str) for m in meta[key])):
-            raise _bad(where, f"meta.{key} must be a list of strings")
+
+
+def _check_arkit_meta(meta: dict[str, Any], arkit: np.ndarray, where: Path) -> None:
+    """``meta.arkit.names``: one known ARKit name per ``arkit`` column, no repeats."""
+    section = meta.get("arkit")
+    if not isinstance(section, dict):
+        raise _bad(where, "the take has 'arkit' columns but no meta.arkit object naming them")
+    names = section.get("names")
+    if not isinstance(names, list) or len(names) != arkit.shape[1]:
+        raise _bad(where, f"meta.arkit.names must name the {arkit.shape[1]} 'arkit' columns")
+    unknown = [n for n in names if n not in ARKIT_INDEX]
+    if unknown or len(set(names)) != len(names):
+        raise _bad(where, f"meta.arkit.names holds unknown or repeated ARKit names: {unknown[:5] or names}"[:300])

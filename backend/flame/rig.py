@@ -72,6 +72,7 @@ def write_rig(
     meta = {
         "format": RIG_FORMAT,
         "version": RIG_VERSION,
+        "kind": "flame",
         "model": model_name(flame),
         "source": str(flame.source),
         "units": "m",

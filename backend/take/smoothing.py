@@ -35,7 +35,7 @@ import numpy as np
 from backend.take.writer import write_take
 from emoca_contract.errors import EmocaError
 from emoca_contract.rotations import axis_angle_to_quat, continuous, quat_to_axis_angle, slerp
-from emoca_contract.take import SMOOTHED_KEYS, read_take
+from emoca_contract.take import SMOOTHED_BY_KIND, read_take
 
 GROUPS = ("pose", "jaw", "exp", "cam", "emotion")
 # take channel -> group
@@ -345,7 +345,14 @@ def resmooth_take(take_path: str | Path, output: str | Path | None, options: Smo
     in place); returns the path written."""
     take = read_take(take_path)  # validates the contract, raw_* included
     times = take.arrays["time"]
-    raw = {k: take.arrays[f"raw_{k}"] for k in SMOOTHED_KEYS}
+    missing = [f"raw_{k}" for k in SMOOTHED_BY_KIND[take.kind] if f"raw_{k}" not in take.arrays]
+    if missing:
+        raise EmocaError(
+            "input_unsupported",
+            f"{take_path}: the take keeps no unsmoothed values ({missing[0]})",
+            "Capture it again to change its smoothing.",
+        )
+    raw = {k: take.arrays[f"raw_{k}"] for k in SMOOTHED_BY_KIND[take.kind]}
     arrays = dict(take.arrays)
     arrays.update(smooth_channels(raw, take.arrays["valid"], take_fps(take.meta, times), options, times=times))
     meta = dict(take.meta, smoothing=smoothing_meta(options))

@@ -50,7 +50,7 @@ def write_take(path: str | os.PathLike, arrays: Mapping[str, Any], meta: Mapping
     path = Path(path)
     arrays = coerce(arrays)
     arrays.pop("meta", None)
-    check_arrays(arrays, where=str(path))
+    check_arrays(arrays, where=str(path), kind=meta.get("kind", "flame"))
     tmp = partial_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -205,9 +205,9 @@ class TakeWriter:
             k: np.lib.stride_tricks.as_strided(np.zeros(1, dt), shape=s, strides=(0,) * len(s))
             for k, (s, dt) in specs.items()
         }
-        check_arrays(stand_ins, where=str(self.path))
         meta = dict(self.meta)
         meta.update(extra_meta or {})
+        check_arrays(stand_ins, where=str(self.path), kind=meta.get("kind", "flame"))
         tmp = partial_path(self.path)
         try:
             with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:

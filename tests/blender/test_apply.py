@@ -12,6 +12,7 @@ from emoca_blender import animation
 from emoca_blender.apply import apply_take
 from emoca_blender.rig import build_rig, rig_mesh
 from emoca_contract.errors import EmocaError
+from emoca_contract.take import TAKE_VERSION
 
 from .flame_ref import rodrigues
 
@@ -245,7 +246,7 @@ CORRUPTIONS = {
     "truncated": (_truncate, "readable"),
     "wrong_format": (lambda p: _rewrite(p, meta=np.array(json.dumps({"format": "something", "version": 1}))), "format"),
     "newer_version": (
-        lambda p: _rewrite(p, meta=np.array(json.dumps({"format": "emoca-take", "version": 2}))),
+        lambda p: _rewrite(p, meta=np.array(json.dumps({"format": "emoca-take", "version": TAKE_VERSION + 1}))),
         "newer",
     ),
     "nan_in_valid_row": (

@@ -9,10 +9,11 @@ import zipfile
 import numpy as np
 import pytest
 
-from backend.synthetic.take import make_synthetic_take
+from backend.synthetic.take import make_synthetic_open_take, make_synthetic_take
 from backend.take.writer import TakeWriter, write_take
+from emoca_contract.arkit import ARKIT_NAMES
 from emoca_contract.errors import EmocaError
-from emoca_contract.take import SMOOTHED_KEYS, TAKE_KEYS, read_take
+from emoca_contract.take import SMOOTHED_KEYS, TAKE_KEYS, TAKE_VERSION, read_take
 
 
 def _row_keys(take):
@@ -52,7 +53,7 @@ def test_round_trip_without_pickles(unicode_tmp):
     for key, value in take.arrays.items():
         np.testing.assert_array_equal(back[key], value)
         assert back[key].dtype == value.dtype
-    assert back.meta["format"] == "emoca-take" and back.meta["version"] == 1
+    assert back.meta["format"] == "emoca-take" and back.meta["version"] == TAKE_VERSION
     assert back.meta["source"]["fps"] == 24.0
     # the file is plain arrays: numpy reads every member with pickles forbidden, meta is a 0-d str
     with np.load(path, allow_pickle=False) as z:
@@ -87,12 +88,13 @@ def test_write_take_validates(tmp_path, change, message):
 
 def test_read_take_refuses_newer_major_and_other_files(tmp_path):
     take = make_synthetic_take(5)
-    take.meta["version"] = 2
-    write_take(tmp_path / "v2.npz", take.arrays, take.meta)
-    with pytest.raises(EmocaError, match="version 2") as e:
-        read_take(tmp_path / "v2.npz")
+    newer = TAKE_VERSION + 1
+    take.meta["version"] = newer
+    write_take(tmp_path / "newer.npz", take.arrays, take.meta)
+    with pytest.raises(EmocaError, match=f"version {newer}") as e:
+        read_take(tmp_path / "newer.npz")
     assert e.value.code == "input_unsupported"
-    take.meta.update(version="1.3")  # a newer minor version is read
+    take.meta.update(version=f"{TAKE_VERSION}.3")  # a newer minor version is read
     write_take(tmp_path / "v13.npz", take.arrays, take.meta)
     assert read_take(tmp_path / "v13.npz").n_frames == 5
     np.savez(tmp_path / "rig.npz", meta=np.array(json.dumps({"format": "emoca-rig", "version": 1})))
@@ -208,3 +210,36 @@ def test_synthetic_take_is_plausible():
     assert np.abs(np.diff(t["exp"][1:-1], axis=0)).max() < 0.5  # smooth curves, not noise
     t2 = make_synthetic_take(40, n_exp=20, fps=30.0, seed=7, invalid=[0, 39])
     np.testing.assert_array_equal(t["exp"], t2["exp"])
+
+
+def test_version_1_takes_stay_readable_as_flame_takes(tmp_path):
+    """Takes written before the open path (format version 1, no meta.kind) read as FLAME takes."""
+    take = make_synthetic_take(6, n_exp=20)
+    meta = dict(take.meta, version=1)
+    del meta["kind"]
+    arrays = dict(take.arrays)
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(tmp_path / "v1.npz", **arrays)
+    back = read_take(tmp_path / "v1.npz")
+    assert back.kind == "flame" and back.meta["version"] == 1 and back.n_exp == 20
+    np.testing.assert_array_equal(back["exp"], take["exp"])
+
+
+def test_open_takes_round_trip_and_are_checked_for_their_own_keys(tmp_path):
+    take = make_synthetic_open_take(12, invalid=[3])
+    path = write_take(tmp_path / "open.npz", take.arrays, take.meta)
+    back = read_take(path)
+    assert back.kind == "open" and back.arkit_names == list(ARKIT_NAMES) and back.n_exp == 0
+    assert "exp" not in back and back["arkit"].shape == (12, 52) and not back["valid"][3]
+    arrays = dict(take.arrays)
+    del arrays["arkit"]
+    with pytest.raises(EmocaError, match="arkit"):  # a writer must give every key of its kind
+        write_take(tmp_path / "bad.npz", arrays, take.meta)
+    arrays = dict(take.arrays, exp=np.zeros((12, 50), np.float32))
+    with pytest.raises(EmocaError, match="exp"):  # and none of another kind's
+        write_take(tmp_path / "bad.npz", arrays, take.meta)
+    meta = dict(take.meta, arkit={"names": ["notAChannel"] + list(ARKIT_NAMES[1:])})
+    np.savez(tmp_path / "bad_names.npz", **take.arrays, meta=np.array(json.dumps(meta)))
+    with pytest.raises(EmocaError, match="notAChannel") as e:
+        read_take(tmp_path / "bad_names.npz")
+    assert e.value.code == "input_corrupt"

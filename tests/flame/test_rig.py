@@ -14,7 +14,7 @@ import pytest
 from backend.flame.rig import write_rig
 from backend.synthetic.head import NAME, synthetic_head, synthetic_landmark_embedding
 from emoca_contract.errors import EmocaError
-from emoca_contract.rig import read_rig
+from emoca_contract.rig import RIG_VERSION, read_rig
 from tests.fixtures.flame_files import write_flame_pkl, write_head_template_obj, write_landmark_embedding
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,7 +38,8 @@ def _check_contract(rig, n_shape, n_exp):
     assert rig["parents"].tolist() == [-1, 0, 1, 1, 1]
     assert rig["joint_names"].tolist() == ["root", "neck", "jaw", "eye_L", "eye_R"]
     meta = rig["meta"]
-    assert meta["format"] == "emoca-rig" and meta["version"] == 1 and meta["units"] == "m"
+    assert meta["format"] == "emoca-rig" and meta["version"] == RIG_VERSION and meta["units"] == "m"
+    assert meta["kind"] == "flame"
     assert (meta["n_shape"], meta["n_exp"]) == (n_shape, n_exp)
     assert set(meta) >= {"model", "source", "backend_version"}
 
@@ -77,7 +78,7 @@ def test_newer_version_and_pickles_refused(tmp_path):
     with np.load(path) as z:
         data = {k: z[k] for k in z.files}
     meta = json.loads(str(data["meta"]))
-    meta["version"] = 2
+    meta["version"] = RIG_VERSION + 1
     data["meta"] = np.array(json.dumps(meta))
     np.savez(tmp_path / "newer.npz", **data)
     with pytest.raises(EmocaError) as err:
