@@ -452,9 +452,9 @@ def _pop_operands(stack: list, before: list) -> None:
     del stack[max(0, len(stack) - below) :]
 
 
-def _scan_one(fh: IO[bytes]) -> set[Global]:
-    """The globals of the pickle at ``fh``'s position (which is left just after its STOP)."""
-    found: set[Global] = set()
+def _scan_one(fh: IO[bytes], found: set[Global]) -> set[Global]:
+    """Add to ``found`` the globals of the pickle at ``fh``'s position (left just after its STOP) as the walk
+    meets them, so that what was seen survives a ValueError on a truncated or damaged pickle; returns ``found``."""
     stack: list = []
     memo: dict = {}
     for op, arg, _pos in pickletools.genops(fh):
@@ -486,7 +486,7 @@ def scan_pickle_globals(data: bytes) -> set[Global]:
     loaded or run. GLOBAL/INST name it inline; STACK_GLOBAL takes the two strings below it on the stack (tracked
     through the memo); operands that are not plain strings give :data:`UNRESOLVED`. Raises ValueError when
     ``data`` is not a complete pickle."""
-    return _scan_one(io.BytesIO(data))
+    return _scan_one(io.BytesIO(data), set())
 
 
 # a legacy (non-zip) torch.save file is five pickles: magic number, protocol version, sys info, the object,
@@ -494,25 +494,44 @@ def scan_pickle_globals(data: bytes) -> set[Global]:
 _LEGACY_PICKLES = 5
 
 
-def checkpoint_globals(path: str | Path) -> set[Global]:
-    """The globals a ``torch.save`` file references: its ``data.pkl`` (zip format) or its leading pickles (the
-    legacy format). Raises ValueError (not a pickle / truncated), zipfile.BadZipFile or OSError."""
-    path = Path(path)
+def _scan_checkpoint(path: Path, found: set[Global]) -> None:
+    """Add the globals of a ``torch.save`` file to ``found``: its ``data.pkl`` (zip format) or its leading
+    pickles (the legacy format). Raises ValueError (not a pickle / truncated), zipfile.BadZipFile or OSError,
+    after adding what it saw before the damage."""
     if zipfile.is_zipfile(path):
-        found: set[Global] = set()
         with zipfile.ZipFile(path) as zf:
             for member in zf.namelist():
                 if member.endswith("data.pkl"):
-                    found |= scan_pickle_globals(zf.read(member))
-        return found
+                    _scan_one(io.BytesIO(zf.read(member)), found)
+        return
     with open(path, "rb") as fh:
-        found = set()
         for _ in range(_LEGACY_PICKLES):
-            found |= _scan_one(fh)
-        return found
+            _scan_one(fh, found)
+
+
+def checkpoint_globals(path: str | Path) -> set[Global]:
+    """The globals a ``torch.save`` file references: its ``data.pkl`` (zip format) or its leading pickles (the
+    legacy format). Raises ValueError (not a pickle / truncated), zipfile.BadZipFile or OSError."""
+    found: set[Global] = set()
+    _scan_checkpoint(Path(path), found)
+    return found
 
 
 def unsafe_checkpoint_globals(path: str | Path) -> list[str]:
     """The globals of a ``torch.save`` file that :func:`checkpoint_global_allowed` refuses, as sorted
-    ``module.name`` strings ([] when it references only data). Raises like :func:`checkpoint_globals`."""
-    return sorted(".".join(py2_name(m, n)) for m, n in checkpoint_globals(path) if not checkpoint_global_allowed(m, n))
+    ``module.name`` strings ([] when it references only data).
+
+    A file that names a refused global before it breaks off (a plain pickle saved as ``.ckpt``, a cut legacy
+    file) is reported by that global: unsafe, not merely corrupt. Otherwise raises like :func:`checkpoint_globals`.
+    """
+    found: set[Global] = set()
+    try:
+        _scan_checkpoint(Path(path), found)
+    except (ValueError, EOFError, zipfile.BadZipFile):
+        if not _refused(found):
+            raise
+    return _refused(found)
+
+
+def _refused(found: set[Global]) -> list[str]:
+    return sorted(".".join(py2_name(m, n)) for m, n in found if not checkpoint_global_allowed(m, n))

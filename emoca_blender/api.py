@@ -25,7 +25,7 @@ from emoca_contract.errors import EmocaError
 
 from . import apply as _apply
 from . import preferences
-from .client import run_request, train_result_paths
+from .client import rig_request_for_take, run_request, train_result_paths
 from .options import ApplyOptions
 from .progress import print_event
 from .rig import build_rig, find_rig, read_rig
@@ -61,14 +61,20 @@ class _EventLog:
             print_event(event)
 
 
-def import_rig(rig_path: str | os.PathLike, name: str = "FLAME") -> bpy.types.Object:
-    """Build the FLAME rig from a rig file (docs/formats.md#rig-file); return the armature object."""
+def import_rig(rig_path: str | os.PathLike, name: str | None = None) -> bpy.types.Object:
+    """Build the rig (FLAME or the open head) from a rig file (docs/formats.md#rig-file); return the armature
+    object. ``name``: the mesh's name (default: the rig's own, ``FLAME`` or ``ICT``)."""
     return build_rig(rig_path, name=name)
 
 
-def export_rig(output: str | os.PathLike, flame: str | None = None, python: str | None = None) -> Path:
-    """Ask the backend to write a rig file (the synthetic test head when ``flame`` is None); return its path."""
-    fields: dict[str, Any] = {"output": str(output), **({"flame": str(flame)} if flame else {})}
+def export_rig(
+    output: str | os.PathLike, flame: str | None = None, python: str | None = None, head: str | None = None
+) -> Path:
+    """Ask the backend to write a rig file; return its path. ``head``: ``ict`` (the open head), ``flame`` or
+    ``synthetic``; by default FLAME when a FLAME file is given or installed, else the open head."""
+    fields: dict[str, Any] = {"output": str(output)}
+    fields.update({"flame": str(flame)} if flame else {})
+    fields.update({"head": head} if head else {})
     result = run_request(_python(python), "export_rig", on_event=print_event, **fields)
     return Path((result.get("files") or [output])[0])
 
@@ -145,7 +151,8 @@ def capture(
         else:
             raise EmocaError("config_invalid", f"{rig!r} is not an EMOCA rig (an armature from import_rig)")
     if arm is None:
-        rig_file = export_rig(out_dir / "rig.npz", flame=capture_opts.get("flame"), python=py)
+        head = rig_request_for_take(takes[0], capture_opts.get("flame"))
+        rig_file = export_rig(out_dir / "rig.npz", flame=head.get("flame"), python=py, head=head["head"])
         arm = build_rig(rig_file)
     action = _apply.apply_take(arm, takes[0], apply_opts)
     return CaptureResult(rig=arm, action=action, takes=takes, rig_file=rig_file, events=events.seen)

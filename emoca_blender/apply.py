@@ -1,6 +1,10 @@
 """Apply a take to a rig: validate everything, then write one take's keys in one go.
 
-Which ID gets what (names follow the clip, ``EMOCA_<clip>``):
+A take's kind must match the rig's: a FLAME take (``exp``, jaw and head pose) keys a FLAME rig, an open take (the
+52 ARKit scores, head rotation and translation) keys an open rig (the ICT head); anything else is
+``config_invalid`` (retargeting across kinds is not done here).
+
+FLAME takes, which ID gets what (names follow the clip, ``EMOCA_<clip>``):
 * the rig's shape-key datablock (Key): ``Exp000..`` values and the jaw's pose correctives ``Pose009..Pose017``;
 * the armature object: ``pose.bones["jaw"]`` rotation (quaternion from FLAME's axis-angle) and location (the
   joint's shift with expression, see below), ``pose.bones["root"]`` rotation/location for the head (FLAME's
@@ -10,6 +14,14 @@ Which ID gets what (names follow the clip, ``EMOCA_<clip>``):
 On 4.4+ all of these are slots of ONE Action; on 4.2/4.3 each ID needs its own Action (``EMOCA_<clip>`` for
 the armature, ``EMOCA_<clip>_shapes`` for the Key, ``EMOCA_<clip>_camera``). Source metadata is stored on
 every Action as ID properties (``emoca_*``); Actions keep a fake user.
+
+Open takes: each ``arkit`` column keys the shape key of the same ARKit name (channels the rig has no key for,
+such as ``tongueOut`` on the ICT head, are skipped and named in the Action's ``emoca_unkeyed_channels``; the
+rig's drivers turn the eyes and the jaw bone from those keys); the head rotation (``global_pose``, camera frame,
+which is the rig's frame with the face towards the camera) keys the rig's head bone (``emoca_head_bone``) as a
+quaternion; with ``head_translation`` the head's movement (``translation`` minus its first valid row, metres)
+keys the rig's root bone location; the emotion curves as for FLAME takes. Pose correctives, joint offsets and
+camera match are FLAME options: correctives and joint offsets do nothing here, camera match is config_invalid.
 
 Joint offsets: FLAME regresses its joints from the expression-deformed mesh, so a joint moves slightly with
 expression. A pose bone location of (I - R) @ delta (delta = J_regressor @ expdirs @ exp) reproduces FLAME's
@@ -29,7 +41,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,10 +54,14 @@ from emoca_contract.take import Take, read_take
 
 from . import animation
 from .options import FRAME_MAPPING, ApplyOptions, check_choice
-from .rig import find_rig, rig_mesh
+from .rig import ensure_prop, find_rig, prop_name, rig_kind, rig_mesh
 
 JAW_POSE_KEYS = [f"Pose{9 + i:03d}" for i in range(9)]  # (R_jaw - I), row-major; joints neck, jaw, eye_L, eye_R
 EMOTION_GROUP = "Emotion"
+SHAPES_GROUP = {"flame": "Expression", "open": "ARKit"}
+# The channels sampled by linear interpolation, per take kind (rotations are slerped).
+LERPED = {"flame": ("exp", "valence", "arousal", "expression", "cam", "crop"),
+          "open": ("arkit", "translation", "valence", "arousal", "expression")}  # fmt: skip
 
 
 # ---------------------------------------------------------------- planning (numpy only)
@@ -116,19 +131,30 @@ def plan_take(
         q = axis_angle_to_quat(aa)
         return continuous(slerp(q[i0], q[i1], w))
 
-    values = {k: lerp(take[k]) for k in ("exp", "valence", "arousal", "expression", "cam", "crop")}
-    values["jaw"] = rot(take["jaw_pose"])
+    values = {k: lerp(take[k]) for k in LERPED[take.kind] if k in take}
     values["head"] = rot(take["global_pose"])
+    if take.kind == "flame":
+        values["jaw"] = rot(take["jaw_pose"])
+        values.update(flame_extras(values, joint_expdirs))
+    elif "translation" in values:
+        first = int(np.nonzero(take["valid"])[0][0])
+        values["head_move"] = values["translation"] - np.asarray(take["translation"][first], np.float64)
+    return TakePlan(frames=frames, span=span, rows=(i0, i1, w), values=values, fps=fps)
+
+
+def flame_extras(values: dict[str, np.ndarray], joint_expdirs: np.ndarray | None) -> dict[str, np.ndarray]:
+    """The jaw's pose correctives (K, 9) and, with the rig's joint expdirs, the joint offsets (see module
+    docstring) from the sampled jaw and head quaternions and expression."""
     r_jaw = quat_to_matrix(values["jaw"])
-    values["jaw_correctives"] = (r_jaw - np.eye(3)).reshape(-1, 9)
+    out = {"jaw_correctives": (r_jaw - np.eye(3)).reshape(-1, 9)}
     if joint_expdirs is not None:
         n = min(joint_expdirs.shape[2], values["exp"].shape[1])
         delta = np.einsum("jck,nk->njc", joint_expdirs[:, :, :n], values["exp"][:, :n])  # (K,5,3)
         r_head = quat_to_matrix(values["head"])
-        values["jaw_offset"] = delta[:, 2] - np.einsum("nij,nj->ni", r_jaw, delta[:, 2])
-        values["head_offset"] = delta[:, 0] - np.einsum("nij,nj->ni", r_head, delta[:, 0])
-        values["delta_root"] = delta[:, 0]
-    return TakePlan(frames=frames, span=span, rows=(i0, i1, w), values=values, fps=fps)
+        out["jaw_offset"] = delta[:, 2] - np.einsum("nij,nj->ni", r_jaw, delta[:, 2])
+        out["head_offset"] = delta[:, 0] - np.einsum("nij,nj->ni", r_head, delta[:, 0])
+        out["delta_root"] = delta[:, 0]
+    return out
 
 
 def fps_to_scene(fps: float) -> tuple[int, float]:
@@ -138,10 +164,6 @@ def fps_to_scene(fps: float) -> tuple[int, float]:
         if abs(n / base - fps) < 1e-3:
             return n, base
     return n, n / fps
-
-
-def prop_name(cls: str) -> str:
-    return "emoca_expr_" + re.sub(r"\W+", "_", cls).strip("_")
 
 
 # ---------------------------------------------------------------- writing
@@ -158,13 +180,6 @@ class _Undo:
 
 def _scene_fps(scene) -> float:
     return scene.render.fps / scene.render.fps_base
-
-
-def _ensure_prop(arm, name: str, lo: float, hi: float, description: str) -> None:
-    if name not in arm:
-        arm[name] = 0.0
-    ui = arm.id_properties_ui(name)
-    ui.update(min=lo, max=hi, soft_min=lo, soft_max=hi, description=description, default=0.0)
 
 
 def _target_actions(ids: dict, name: str, mode: str, push: bool, undo: _Undo) -> dict:
@@ -214,6 +229,10 @@ class WritePlan:
     classes: list[str]  # the emotion classes, one custom property each
     action_name: str
     offsets: bool  # key the joint offsets (the option is on and the rig stores its joint expdirs)
+    head_bone: str = "root"  # the bone the head rotation keys (FLAME: root; open rigs name theirs)
+    translation_bone: str = ""  # the bone the head's movement keys ("" for none)
+    shape_keys: list[tuple[int, str]] = field(default_factory=list)  # open takes: (arkit column, key name)
+    unkeyed: list[str] = field(default_factory=list)  # open takes: ARKit channels the rig has no key for
 
 
 def apply_take(
@@ -248,11 +267,49 @@ def plan_write(rig, take_path: str | os.PathLike | Take, options: ApplyOptions, 
     if arm is None:
         raise EmocaError(
             "config_invalid",
-            f"{getattr(rig, 'name', rig)!r} is not an EMOCA FLAME rig",
-            "Import a rig with Import FLAME rig and select its armature.",
+            f"{getattr(rig, 'name', rig)!r} is not an EMOCA rig",
+            "Import a rig with Import Rig and select its armature.",
         )
     key = rig_mesh(arm).data.shape_keys
     take = take_path if isinstance(take_path, Take) else read_take(take_path)
+    check_kinds(take, arm)
+    src = take.meta.get("source", {})
+    if options.camera_match and not (src.get("width") and src.get("height")):
+        raise EmocaError("config_invalid", f"{take.path}: meta.source has no width/height for camera match")
+    base = float((1 if options.start == "one" else scene.frame_current) + options.offset)
+    fps = take.fps if options.frame_mapping == "footage_rate" else _scene_fps(scene)
+    fields = flame_fields(take, arm, key, options) if take.kind == "flame" else open_fields(take, arm, key, options)
+    joint_expdirs = fields.pop("joint_expdirs", None)
+    return WritePlan(
+        scene=scene,
+        arm=arm,
+        key=key,
+        take=take,
+        plan=plan_take(take, options.frame_mapping, base, fps or 24.0, joint_expdirs),
+        options=options,
+        base=base,
+        classes=take.classes or [f"class{c}" for c in range(take["expression"].shape[1])],
+        action_name=options.name or f"EMOCA_{take.clip_name}",
+        offsets=joint_expdirs is not None,
+        **fields,
+    )
+
+
+def check_kinds(take: Take, arm) -> None:
+    """A take keys only a rig of its own kind (FLAME takes FLAME rigs, open takes open rigs)."""
+    kind = rig_kind(arm)
+    if take.kind != kind:
+        hint = {
+            "open": "Export and import the open head (`python -m backend export-rig --head ict`), or "
+            "capture with the open path.",
+            "flame": "Apply it to a FLAME rig (`export-rig --flame ...`), or capture with an EMOCA model.",
+        }
+        raise EmocaError("config_invalid", f"{take.path}: a {take.kind} take cannot key the {kind} rig "
+                         f"{arm.name!r} (retargeting across kinds is not supported yet)", hint[take.kind])  # fmt: skip
+
+
+def flame_fields(take: Take, arm, key, options: ApplyOptions) -> dict[str, Any]:
+    """A FLAME take on a FLAME rig: the expression (and corrective) keys and bones must exist; the joint expdirs."""
     exp_keys = [f"Exp{i:03d}" for i in range(take.n_exp)]
     wanted = exp_keys + (JAW_POSE_KEYS if options.correctives else [])
     missing = [k for k in wanted if key is None or k not in key.key_blocks]
@@ -266,26 +323,34 @@ def plan_write(rig, take_path: str | os.PathLike | Take, options: ApplyOptions, 
     bones = ["jaw"] + (["root"] if options.head_rotation else [])
     if any(b not in arm.pose.bones for b in bones):
         raise EmocaError("config_invalid", f"rig {arm.name!r} lacks bones {bones}")
-    src = take.meta.get("source", {})
-    if options.camera_match and not (src.get("width") and src.get("height")):
-        raise EmocaError("config_invalid", f"{take.path}: meta.source has no width/height for camera match")
-    base = float((1 if options.start == "one" else scene.frame_current) + options.offset)
     joint_expdirs = None
     if options.joint_offsets and "emoca_joint_expdirs" in arm:
         joint_expdirs = np.asarray(arm["emoca_joint_expdirs"], np.float64).reshape(5, 3, -1)
-    fps = take.fps if options.frame_mapping == "footage_rate" else _scene_fps(scene)
-    return WritePlan(
-        scene=scene,
-        arm=arm,
-        key=key,
-        take=take,
-        plan=plan_take(take, options.frame_mapping, base, fps or 24.0, joint_expdirs),
-        options=options,
-        base=base,
-        classes=take.classes or [f"class{c}" for c in range(take["expression"].shape[1])],
-        action_name=options.name or f"EMOCA_{take.clip_name}",
-        offsets=joint_expdirs is not None,
-    )
+    return {"joint_expdirs": joint_expdirs, "head_bone": "root"}
+
+
+def open_fields(take: Take, arm, key, options: ApplyOptions) -> dict[str, Any]:
+    """An open take on an open rig: which ``arkit`` columns key which shape keys, and the head's bones."""
+    if options.camera_match:
+        raise EmocaError("config_invalid", f"{take.path}: camera match needs a FLAME take's camera",
+                         "Turn camera match off for open takes.")  # fmt: skip
+    names = take.arkit_names
+    keys = key.key_blocks if key is not None else {}
+    pairs = [(c, n) for c, n in enumerate(names) if n in keys]
+    if not pairs:
+        raise EmocaError("config_invalid", f"{take.path}: rig {arm.name!r} has no shape key for any of the take's "
+                         "ARKit channels", "Import the open head rig (export-rig --head ict).")  # fmt: skip
+    head, move = str(arm.get("emoca_head_bone", "head")), str(arm.get("emoca_translation_bone", "root"))
+    bones = ([head] if options.head_rotation else []) + ([move] if options.head_translation else [])
+    missing = [b for b in bones if b not in arm.pose.bones]
+    if missing:
+        raise EmocaError("config_invalid", f"rig {arm.name!r} lacks bones {missing}")
+    return {
+        "head_bone": head,
+        "translation_bone": move if options.head_translation else "",
+        "shape_keys": pairs,
+        "unkeyed": [n for n in names if n not in keys],
+    }
 
 
 def _roll_back(undo: _Undo) -> None:
@@ -336,11 +401,15 @@ def _write(w: WritePlan, undo: _Undo) -> bpy.types.Action:
 
 
 def _write_shape_keys(w: WritePlan, action: bpy.types.Action) -> None:
-    """The expression keys and (with correctives) the jaw's pose correctives, on the Key datablock."""
+    """The shape-key values on the Key datablock: FLAME's expression keys and (with correctives) the jaw's pose
+    correctives, or an open take's ARKit channels."""
     f, v = w.plan.frames, w.plan.values
-    channels = {f'key_blocks["Exp{i:03d}"].value': (f, v["exp"][:, i]) for i in range(w.take.n_exp)}
-    groups = dict.fromkeys(channels, "Expression")
-    if w.options.correctives:
+    if w.take.kind == "open":
+        channels = {f'key_blocks["{name}"].value': (f, v["arkit"][:, c]) for c, name in w.shape_keys}
+    else:
+        channels = {f'key_blocks["Exp{i:03d}"].value': (f, v["exp"][:, i]) for i in range(w.take.n_exp)}
+    groups = dict.fromkeys(channels, SHAPES_GROUP[w.take.kind])
+    if w.take.kind == "flame" and w.options.correctives:
         for i, kname in enumerate(JAW_POSE_KEYS):
             path = f'key_blocks["{kname}"].value'
             channels[path] = (f, v["jaw_correctives"][:, i])
@@ -348,28 +417,37 @@ def _write_shape_keys(w: WritePlan, action: bpy.types.Action) -> None:
     animation.write_channels(action, w.key, channels, groups, replace_range=w.plan.span)
 
 
-def _write_armature(w: WritePlan, action: bpy.types.Action) -> None:
-    """Jaw and head rotations (and joint offsets) on the pose bones, the emotion curves as ID properties."""
-    f, v, arm = w.plan.frames, w.plan.values, w.arm
-    channels = {'pose.bones["jaw"].rotation_quaternion': (f, v["jaw"])}
-    groups = {'pose.bones["jaw"].rotation_quaternion': "jaw"}
-    if w.offsets:
-        channels['pose.bones["jaw"].location'] = (f, v["jaw_offset"])
-        groups['pose.bones["jaw"].location'] = "jaw"
-    if w.options.head_rotation:
-        channels['pose.bones["root"].rotation_quaternion'] = (f, v["head"])
-        groups['pose.bones["root"].rotation_quaternion'] = "root"
+def _bone_channels(w: WritePlan) -> dict[str, tuple[str, np.ndarray]]:
+    """Data path -> (bone group, values (K, C)) of the pose-bone channels the take keys."""
+    v = w.plan.values
+    out: dict[str, tuple[str, np.ndarray]] = {}
+    if w.take.kind == "flame":
+        out['pose.bones["jaw"].rotation_quaternion'] = ("jaw", v["jaw"])
         if w.offsets:
-            channels['pose.bones["root"].location'] = (f, v["head_offset"])
-            groups['pose.bones["root"].location'] = "root"
+            out['pose.bones["jaw"].location'] = ("jaw", v["jaw_offset"])
+    if w.options.head_rotation:
+        out[f'pose.bones["{w.head_bone}"].rotation_quaternion'] = (w.head_bone, v["head"])
+        if w.offsets:
+            out[f'pose.bones["{w.head_bone}"].location'] = (w.head_bone, v["head_offset"])
+    if w.translation_bone:
+        out[f'pose.bones["{w.translation_bone}"].location'] = (w.translation_bone, v["head_move"])
+    return out
+
+
+def _write_armature(w: WritePlan, action: bpy.types.Action) -> None:
+    """Jaw and head rotations (and joint offsets, or the head's movement) on the pose bones, the emotion curves
+    as ID properties."""
+    f, v, arm = w.plan.frames, w.plan.values, w.arm
+    channels = {path: (f, values) for path, (_, values) in _bone_channels(w).items()}
+    groups = {path: group for path, (group, _) in _bone_channels(w).items()}
     if w.options.emotion:
-        _ensure_prop(arm, "emoca_valence", -1.0, 1.0, "Valence (negative to positive), EMOCA take")
-        _ensure_prop(arm, "emoca_arousal", -1.0, 1.0, "Arousal (calm to excited), EMOCA take")
+        ensure_prop(arm, "emoca_valence", -1.0, 1.0, "Valence (negative to positive), EMOCA take")
+        ensure_prop(arm, "emoca_arousal", -1.0, 1.0, "Arousal (calm to excited), EMOCA take")
         channels['["emoca_valence"]'] = (f, v["valence"])
         channels['["emoca_arousal"]'] = (f, v["arousal"])
         for c, cls in enumerate(w.classes):
             prop = prop_name(cls)
-            _ensure_prop(arm, prop, 0.0, 1.0, f"Probability of '{cls}', EMOCA take")
+            ensure_prop(arm, prop, 0.0, 1.0, f"Probability of '{cls}', EMOCA take")
             channels[f'["{prop}"]'] = (f, v["expression"][:, c])
         for path in channels:
             groups.setdefault(path, EMOTION_GROUP)
@@ -388,6 +466,8 @@ def action_info(w: WritePlan) -> dict:
         "emoca_frame_span": [float(w.plan.span[0]), float(w.plan.span[1])],
         "emoca_model": str(meta.get("model", {}).get("name", "")),
         "emoca_emotion_model": str(meta.get("emotion", {}).get("model", "")),
+        "emoca_take_kind": w.take.kind,
+        "emoca_unkeyed_channels": ", ".join(w.unkeyed),
         "emoca_meta": json.dumps(meta),
     }
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from emoca_contract import protocol
 from emoca_contract.errors import EmocaError
+from emoca_contract.take import read_take
 
 _IDS = itertools.count(1)
 
@@ -337,15 +338,28 @@ class CaptureJob(BackendJob):
         elif etype == "result" and eid == self.req_id:
             self.take_files = [str(f) for f in ev.get("files", []) if str(f).endswith(".npz")]
             self.progress = 1.0
-            if self.rig_output is None:
+            if self.rig_output is None or not self.take_files:
                 self.state = "done"
             else:
-                fields = {"output": self.rig_output, **({"flame": self.flame} if self.flame else {})}
-                self.rig_req = self.proc.request("export_rig", **fields)
+                fields = rig_request_for_take(self.take_files[0], self.flame)
+                self.rig_req = self.proc.request("export_rig", output=self.rig_output, **fields)
                 self.stage = "rig"
         elif etype == "result" and eid == self.rig_req:
             self.rig_file = str((ev.get("files") or [self.rig_output])[0])
             self.state = "done"
+
+
+def rig_request_for_take(take_path: str | os.PathLike, flame: str | None = None) -> dict[str, str]:
+    """The ``export_rig`` fields for the head a take was captured on: the open (ICT) head for an open take; for a
+    FLAME take, FLAME (the given file, else the installed one) or the synthetic test head when the take says it
+    was captured on it. The take is read (and validated) here, before any rig is built."""
+    take = read_take(take_path)
+    if take.kind == "open":
+        return {"head": "ict"}
+    if flame:
+        return {"head": "flame", "flame": str(flame)}
+    model_flame = str(take.meta.get("model", {}).get("flame", ""))
+    return {"head": "flame"} if "FLAME" in model_flame and "not FLAME" not in model_flame else {"head": "synthetic"}
 
 
 def run_folder_of(checkpoint: str | os.PathLike) -> Path:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import bpy
-from bpy.props import BoolProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, StringProperty
 from bpy_extras.io_utils import ImportHelper
 
 from emoca_contract.errors import EmocaError
@@ -55,9 +55,19 @@ def footage_path(context) -> str:
     return bpy.path.abspath(path)
 
 
-def rig_from_backend(python: str, output: str, flame: str | None = None) -> str:
-    """Blocking: ask the backend for a rig file (the synthetic test head when no FLAME file is set)."""
+HEADS = [
+    ("DEFAULT", "Default", "FLAME when a FLAME file is set or installed, else the open ICT-FaceKit head"),
+    ("ict", "Open Head (ICT)", "The open ICT-FaceKit head with ARKit-named shape keys (MIT; not FLAME)"),
+    ("flame", "FLAME", "FLAME from the file in the preferences or the installed assets"),
+    ("synthetic", "Synthetic Test Head", "The synthetic test head (not FLAME), for tests"),
+]
+
+
+def rig_from_backend(python: str, output: str, flame: str | None = None, head: str | None = None) -> str:
+    """Blocking: ask the backend for a rig file (FLAME when a FLAME file is set or installed, else the open head,
+    unless ``head`` names one)."""
     fields: dict[str, Any] = {"output": output, **({"flame": flame} if flame else {})}
+    fields.update({"head": head} if head else {})
     result = run_request(python, "export_rig", timeout=300, **fields)
     return str((result.get("files") or [output])[0])
 
@@ -76,7 +86,10 @@ class EMOCA_OT_import_rig(bpy.types.Operator, ImportHelper):
         default=False,
         description="Ask the backend to export the rig from the FLAME file in the preferences",
     )
-    name: StringProperty(name="Name", default="FLAME", description="The mesh's name (the armature: <name>_rig)")
+    name: StringProperty(
+        name="Name", default="", description="The mesh's name (the armature: <name>_rig); empty: the rig's own"
+    )
+    head: EnumProperty(name="Head", items=HEADS, default="DEFAULT", description="Which head the backend exports")
 
     def invoke(self, context, event):
         if self.use_backend:
@@ -88,8 +101,10 @@ class EMOCA_OT_import_rig(bpy.types.Operator, ImportHelper):
             path = self.filepath
             if self.use_backend:
                 output = str(Path(tempfile.mkdtemp(prefix="emoca_rig_")) / "rig.npz")
-                path = rig_from_backend(backend_python(context), output, flame_file(context))
-            arm = build_rig(path, name=self.name, context=context)
+                head = None if self.head == "DEFAULT" else self.head
+                flame = flame_file(context) if head in (None, "flame") else None
+                path = rig_from_backend(backend_python(context), output, flame, head)
+            arm = build_rig(path, name=self.name or None, context=context)
         except EmocaError as exc:
             self.report({"ERROR"}, exc.report())
             return {"CANCELLED"}

@@ -67,7 +67,11 @@ class ApplyOptions:
     )
     start: str = _option("one", "Start", "Where the take's first frame lands", items=START, expand=True)
     offset: int = _option(0, "Offset", "Frames added to the start")
-    head_rotation: bool = _option(True, "Head Rotation", "Key the head's rotation on the root bone", flag="--no-head")
+    head_rotation: bool = _option(True, "Head Rotation", "Key the head's rotation (FLAME: root bone; open rigs: head)",
+                                  flag="--no-head")  # fmt: skip
+    head_translation: bool = _option(
+        False, "Head Movement", "Open takes: key the head's movement (metres, from its first frame) on the root bone"
+    )
     correctives: bool = _option(True, "Pose Correctives", "Key the jaw's pose corrective shape keys (Pose009..)")
     emotion: bool = _option(True, "Emotion Curves", "Key valence, arousal and the expression classes' probabilities")
     camera_match: bool = _option(False, "Camera Match", "An orthographic camera with the footage as background")

@@ -33,6 +33,9 @@ OPEN_REQUIRED_KEYS = ("v_template", "poly_vertices", "poly_sizes", "uvs", "poly_
                       "material_names", "material_colors", "shape_names", "shape_deltas", "joint_names", "joints",
                       "parents", "weights", "landmark_indices", "meta")  # fmt: skip
 OPEN_OPTIONAL_KEYS = ("identity", "texture")
+# An open rig's meta.drivers: bone channels that follow shape values linearly (docs/formats.md "Open rig").
+DRIVER_CHANNELS = ("rotation_euler", "location")
+OPEN_BONE_ROLES = ("head_bone", "translation_bone")  # meta fields naming the bones a take keys
 EXPORT_HINT = "Export the rig again with `python -m backend export-rig --output rig.npz`."
 
 
@@ -174,4 +177,33 @@ def _validate_open_rig(rig: dict[str, Any], meta: dict[str, Any], where: str) ->
                          "children")  # fmt: skip
     if "identity" in rig:
         _shape_mismatch(rig, {"identity": (n_v, 3)}, where)
+    joint_names = _names(rig, "joint_names", where)
+    for role in OPEN_BONE_ROLES:
+        if role in meta and meta[role] not in joint_names:
+            raise EmocaError("asset_invalid", f"{where}: meta.{role} {meta[role]!r} is not one of {joint_names}")
+    _check_drivers(meta.get("drivers", []), joint_names, _names(rig, "shape_names", where), where)
     return dict(rig, meta=meta)
+
+
+def _check_drivers(drivers: Any, joints: list[str], shapes: list[str], where: str) -> None:
+    """``meta.drivers``: a list of {"bone", "channel", "index", "terms": {shape: coefficient}} naming the rig's
+    bones and shapes, channel one of :data:`DRIVER_CHANNELS`, index 0..2, finite coefficients."""
+    if not isinstance(drivers, list):
+        raise EmocaError("asset_invalid", f"{where}: meta.drivers must be a list")
+    for i, d in enumerate(drivers):
+        ok = (
+            isinstance(d, dict)
+            and d.get("bone") in joints
+            and d.get("channel") in DRIVER_CHANNELS
+            and d.get("index") in (0, 1, 2)
+            and isinstance(d.get("terms"), dict)
+            and all(k in shapes and _finite(c) for k, c in d["terms"].items())
+        )
+        if not ok:
+            raise EmocaError("asset_invalid", f"{where}: meta.drivers[{i}] = {d!r}: expected a bone of "
+                             f"{joints}, a channel of {DRIVER_CHANNELS}, index 0..2 and terms {{shape: number}} "
+                             "over the rig's shapes"[:400])  # fmt: skip
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))

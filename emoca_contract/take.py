@@ -15,6 +15,7 @@ import json
 import math
 import os
 import zipfile
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,11 +62,17 @@ OPEN_KEYS: dict[str, Spec] = {
     "arkit": (("N", "A"), "float32"),
     "translation": (("N", 3), "float32"),
 }
-# The channels smoothing may change, per kind; their unsmoothed values are stored as raw_<name>.
+# The channels smoothing may change, per kind; their unsmoothed values are stored as raw_<name>. The 2D
+# channels (crop, landmarks, detected_landmarks) are smoothed too, so a take's points are as steady as its
+# parameters; version 1 takes have no raw_ of them (they were never smoothed: their values are the raw ones).
 SMOOTHED_BY_KIND: dict[str, tuple[str, ...]] = {
-    "flame": ("exp", "global_pose", "jaw_pose", "cam", "valence", "arousal", "expression"),
-    "open": ("arkit", "global_pose", "translation", "valence", "arousal", "expression"),
-}
+    "flame": ("exp", "global_pose", "jaw_pose", "cam", "valence", "arousal", "expression", "crop", "landmarks",
+              "detected_landmarks"),
+    "open": ("arkit", "global_pose", "translation", "valence", "arousal", "expression", "crop",
+             "detected_landmarks"),
+}  # fmt: skip
+# Smoothed when present, though not required: an EMOCA take's detector ARKit scores.
+SMOOTHED_OPTIONAL_BY_KIND: dict[str, tuple[str, ...]] = {"flame": ("arkit",), "open": ()}
 
 
 def _with_raw(keys: dict[str, Spec], smoothed: tuple[str, ...]) -> dict[str, Spec]:
@@ -272,6 +279,15 @@ class Take:
 # --------------------------------------------------------------------------------------------------------------
 # reading
 
+# Frame numbers a consumer can key: Blender's frame numbers are 32-bit integers.
+MAX_FRAME = 2**31 - 1
+# Footage rates a take can claim (meta.source.fps): what a scene can be set to (Blender: 1 to 32767 fps).
+MIN_FPS, MAX_FPS = 1.0, 10_000.0
+# Footage sides a take can claim (meta.source.width/height), in pixels: beyond any video or image format's.
+MAX_SIDE = 1 << 16
+# What a take's zip may hold and numpy's loader may meet: every failure of reading a damaged archive.
+_UNREADABLE = (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, RuntimeError, NotImplementedError)
+
 
 def _bad(path: Path, what: str) -> EmocaError:
     return EmocaError("input_corrupt", f"{path}: {what}", RECAPTURE_HINT)
@@ -306,19 +322,42 @@ def is_npz(path: Path) -> bool:
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every member of the take's zip (``NAME.npy`` -> NAME), each header checked before its data is read."""
     if not is_npz(path):
         raise _bad(path, "not a readable .npz take (no zip header)")
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            return {k: np.asarray(npz[k]) for k in npz.files}
-    except ValueError as exc:
-        if "pickle" in str(exc).lower():
-            raise EmocaError("unsafe_file", f"{path}: holds pickled objects; a take is plain arrays") from exc
-        raise _bad(path, f"not a readable .npz take ({exc})") from exc
-    except (zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:
-        raise _bad(path, f"not a readable .npz take ({exc})") from exc
+        with zipfile.ZipFile(path) as zf:
+            members = [info for info in zf.infolist() if not info.is_dir()]
+            return {_member_key(info): _read_member(path, zf, info) for info in members}
     except MemoryError as exc:
         raise _bad(path, "an array is too large to load") from exc
+    except _UNREADABLE as exc:  # damaged zip (CRC, deflate stream, encrypted, unknown method), not a .npy, ...
+        raise _bad(path, f"not a readable .npz take ({type(exc).__name__}: {str(exc)[:200]})") from exc
+
+
+def _member_key(info: zipfile.ZipInfo) -> str:
+    return info.filename.removesuffix(".npy")
+
+
+def _read_member(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
+    """One ``.npy`` member: refused before any data is read when it holds pickled objects (``unsafe_file``) or
+    declares more data than the member holds (a lying header must not allocate memory)."""
+    key = _member_key(info)
+    with zf.open(info) as fh:
+        version = np.lib.format.read_magic(fh)  # ValueError: not a .npy member
+        if version == (1, 0):
+            shape, _fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+        elif version == (2, 0):
+            shape, _fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+        else:  # 3.0 only serves structured dtypes with non-latin-1 field names: never a take array
+            raise _bad(path, f"'{key}' is a .npy of format version {version}, expected 1.0 or 2.0")
+    if dtype.hasobject:
+        raise EmocaError("unsafe_file", f"{path}: '{key}' holds pickled objects; a take is plain arrays")
+    declared = math.prod(shape) * dtype.itemsize
+    if declared > info.file_size:
+        raise _bad(path, f"'{key}' declares {shape} {dtype} ({declared} bytes) but holds {info.file_size} bytes")
+    with zf.open(info) as fh:
+        return np.lib.format.read_array(fh, allow_pickle=False)
 
 
 def _parse_meta(path: Path, value: np.ndarray | None) -> dict[str, Any]:
@@ -328,8 +367,8 @@ def _parse_meta(path: Path, value: np.ndarray | None) -> dict[str, Any]:
         raise _bad(path, f"'meta' is {value.dtype} {value.shape}, expected a JSON string")
     try:
         meta = json.loads(str(value))
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise _bad(path, f"'meta' is not JSON ({exc})") from exc
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, an int over Python's digit limit, deep nesting
+        raise _bad(path, f"'meta' is not JSON ({str(exc)[:200]})") from exc
     if not isinstance(meta, dict) or meta.get("format") != TAKE_FORMAT:
         fmt = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise EmocaError("input_unsupported", f"{path}: meta.format is {fmt!r}, expected {TAKE_FORMAT!r} (not a take)")
@@ -386,13 +425,19 @@ def check_take_arrays(arrays: Mapping[str, np.ndarray], path: Path | str, kind: 
         raise _bad(where, "'time' must be finite and strictly increasing")
     if float(times[-1] - times[0]) > MAX_TAKE_SECONDS:
         raise _bad(where, f"'time' spans {float(times[-1] - times[0]):.3g} s (more than a day): not footage times")
-    if np.any(np.diff(arrays["frame"]) <= 0) or arrays["frame"][0] < 0:
+    frames = arrays["frame"]  # compared, not differenced: a difference of unsigned frames wraps around
+    if frames[0] < 0 or np.any(frames[1:] <= frames[:-1]):
         raise _bad(where, "'frame' must be non-negative and strictly increasing")
+    if frames[-1] > MAX_FRAME:
+        raise _bad(where, f"'frame' reaches {int(frames[-1])}: frame numbers must stay below 2**31")
     return sizes
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A JSON number that is finite (a JSON integer may have hundreds of digits: too large for a float)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return isinstance(value, int) or math.isfinite(value)
 
 
 def check_meta(meta: dict[str, Any], arrays: Mapping[str, np.ndarray], path: Path | str) -> None:
@@ -401,13 +446,7 @@ def check_meta(meta: dict[str, Any], arrays: Mapping[str, np.ndarray], path: Pat
     for section in ("source", "emotion", "track", "model", "smoothing", "gaps"):
         if section in meta and not isinstance(meta[section], dict):
             raise _bad(where, f"meta.{section} is a {type(meta[section]).__name__}, expected an object")
-    source = meta.get("source", {})
-    for key in ("fps", "width", "height"):
-        value = source.get(key)
-        if value is not None and not (_number(value) and value > 0):
-            raise _bad(where, f"meta.source.{key} is {value!r}, expected a positive number")
-    if source.get("path") is not None and not isinstance(source["path"], str):
-        raise _bad(where, f"meta.source.path is {source['path']!r}, expected a string")
+    _check_source(meta.get("source", {}), where)
     _check_classes(meta.get("emotion", {}).get("classes", []), arrays, where)
     for key in ("warnings", "fallbacks"):
         if key in meta and not (isinstance(meta[key], list) and all(isinstance(m, str) for m in meta[key])):
@@ -416,10 +455,27 @@ def check_meta(meta: dict[str, Any], arrays: Mapping[str, np.ndarray], path: Pat
         _check_arkit_meta(meta, arrays["arkit"], where)
 
 
+def _check_source(source: dict[str, Any], where: Path) -> None:
+    """``meta.source``: a frame rate and frame size a scene can take, a path that is a string."""
+    for key in ("fps", "width", "height"):
+        value = source.get(key)
+        if value is not None and not (_number(value) and value > 0):
+            raise _bad(where, f"meta.source.{key} is {value!r}"[:200] + ", expected a positive number")
+    fps = source.get("fps")
+    if fps is not None and not MIN_FPS <= fps <= MAX_FPS:
+        expected = f"expected a frame rate from {MIN_FPS:g} to {MAX_FPS:g}"
+        raise _bad(where, f"meta.source.fps is {fps!r}"[:80] + ", " + expected)
+    for key in ("width", "height"):
+        if source.get(key) is not None and source[key] > MAX_SIDE:
+            raise _bad(where, f"meta.source.{key} is {source[key]!r}"[:80] + f", expected at most {MAX_SIDE} pixels")
+    if source.get("path") is not None and not isinstance(source["path"], str):
+        raise _bad(where, f"meta.source.path is {source['path']!r}"[:200] + ", expected a string")
+
+
 def _check_classes(classes: Any, arrays: Mapping[str, np.ndarray], where: Path) -> None:
     """``meta.emotion.classes``: unique, non-empty names short enough for Blender, one per 'expression' column."""
-    if not isinstance(classes, list) or not all(isinstance(c, str) and c.strip() for c in classes):
-        raise _bad(where, f"meta.emotion.classes must be a list of class names, not {classes!r}"[:200])
+    if not isinstance(classes, list) or not all(isinstance(c, str) and c.strip() and c.isprintable() for c in classes):
+        raise _bad(where, f"meta.emotion.classes must be a list of printable class names, not {classes!r}"[:200])
     long = [c for c in classes if len(c.encode("utf-8")) > MAX_CLASS_NAME]
     if long:
         raise _bad(where, f"meta.emotion.classes has a name over {MAX_CLASS_NAME} bytes: {long[0][:80]!r}")
@@ -436,8 +492,8 @@ def _check_arkit_meta(meta: dict[str, Any], arkit: np.ndarray, where: Path) -> N
     if not isinstance(section, dict):
         raise _bad(where, "the take has 'arkit' columns but no meta.arkit object naming them")
     names = section.get("names")
-    if not isinstance(names, list) or len(names) != arkit.shape[1]:
-        raise _bad(where, f"meta.arkit.names must name the {arkit.shape[1]} 'arkit' columns")
+    if not isinstance(names, list) or len(names) != arkit.shape[1] or not all(isinstance(n, str) for n in names):
+        raise _bad(where, f"meta.arkit.names must name the {arkit.shape[1]} 'arkit' columns with strings")
     unknown = [n for n in names if n not in ARKIT_INDEX]
     if unknown or len(set(names)) != len(names):
         raise _bad(where, f"meta.arkit.names holds unknown or repeated ARKit names: {unknown[:5] or names}"[:300])

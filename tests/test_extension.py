@@ -43,6 +43,10 @@ def test_zip_bundles_the_backend_and_excludes_tests_and_docs(extension_zip):
     assert "backend/__main__.py" in names
     assert any(n.startswith("requirements/") for n in names)
     assert not any(n.startswith(("tests/", "docs/")) or "__pycache__" in n for n in names)
+    # the vendored open assets travel with their licences (backend/vendor/README.md)
+    for vendored in ("mediapipe/face_landmarker_v2_with_blendshapes.task", "mediapipe/LICENSE", "ict/ict_face.npz",
+                     "ict/LICENSE", "ict/CREDITS.md", "README.md"):  # fmt: skip
+        assert "backend/vendor/" + vendored in names, vendored
 
 
 INSTALL_SCRIPT = textwrap.dedent(
@@ -138,4 +142,4 @@ def test_installed_extension_runs_its_bundled_backend(extension_zip, tmp_path):
     res = json.loads(line[len("RESULT") :])
     # the backend that ran is the copy inside the installed extension, not this checkout
     assert Path(res["backend_root"]).is_relative_to(user) and Path(res["backend_root"]).name == "backend"
-    assert out.is_file() and res["bones"] == ["eye_L", "eye_R", "jaw", "neck", "root"]
+    assert out.is_file() and res["bones"] == ["eye_L", "eye_R", "head", "jaw", "neck", "root"]  # the open head

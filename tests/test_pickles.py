@@ -91,3 +91,19 @@ def test_restricted_unpickler_refuses_code(tmp_path):
         pickles.restricted_load(path)
     assert err.value.code == "unsafe_file" and "mkdir" in err.value.message and str(path) in err.value.message
     assert not (tmp_path / "pwned").exists()
+
+
+def test_a_plain_pickle_saved_as_a_checkpoint_is_reported_by_its_global(tmp_path):
+    """Issue 13 case 8: an old-format (non-zip) checkpoint that is one pickle naming code was refused as
+    "truncated or corrupt" (the scan stopped at the missing second pickle); the global it names is reported."""
+    marker = tmp_path / "pwned"
+    path = tmp_path / "old.ckpt"
+    path.write_bytes(pickle.dumps({"state_dict": {}, "hyper_parameters": _Payload(str(marker))}, protocol=2))
+    assert pickles.unsafe_checkpoint_globals(path) == [f"{os.mkdir.__module__}.mkdir"]
+    with pytest.raises(ValueError):
+        pickles.checkpoint_globals(path)  # still not a complete torch.save file
+    cut = tmp_path / "cut.ckpt"  # damaged before any code is named: corrupt, not unsafe
+    cut.write_bytes(pickle.dumps({"state_dict": collections.OrderedDict(a=1)}, protocol=2)[:-2])
+    with pytest.raises(ValueError):
+        pickles.unsafe_checkpoint_globals(cut)
+    assert not marker.exists()

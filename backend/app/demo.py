@@ -171,7 +171,9 @@ def run(args: argparse.Namespace) -> int:
 
     _say("[2/4] exporting the rig")
     rig = out / "demo_rig.npz"
-    rig_info = export_rig(rig, flame=info["flame_path"], note=lambda m: _say("      " + m))
+    # the head the EMOCA path keys: the user's FLAME, else the synthetic test head (as before the open ICT head)
+    head = None if info["flame_path"] else "synthetic"
+    rig_info = export_rig(rig, flame=info["flame_path"], head=head, note=lambda m: _say("      " + m))
 
     _say("[3/4] capturing (every face tracked; the rendered head's track is kept)")
     takes_dir = out / "takes"
@@ -183,7 +185,8 @@ def run(args: argparse.Namespace) -> int:
             last[0] = time.perf_counter()
             _say(f"      {stage}: {done}/{total}" + (f"  {fps:.1f} frames/s" if fps else ""))
 
-    opts = CaptureOptions(face="all", device=args.device)
+    # this demo shows the EMOCA path: the installed model, else the untrained network (never the open default)
+    opts = CaptureOptions(face="all", device=args.device, model=None if trained else "untrained")
     takes = capture(
         clip, takes_dir / "demo_take.npz", opts, progress=progress, warn=lambda m: _say("      warning: " + m)
     )

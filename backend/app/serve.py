@@ -4,6 +4,10 @@ Requests arrive on stdin, events leave on stdout, one JSON object per line. stdo
 at start the real stdout file descriptor is duplicated into a private handle and fd 1 (and ``sys.stdout``) are
 pointed at stderr, so stray prints from libraries (Python or C) cannot corrupt the stream.
 
+A request is checked whole before any job starts: its fields' types by ``protocol.decode``, its arguments
+(capture options, rig sizes) by :func:`request_args`; a malformed one is answered at once with an ``error`` event
+of code ``protocol`` or ``config_invalid`` naming the field, never ``internal``.
+
 Jobs (capture, export_rig, train) run in worker threads (train: a child process whose events are relayed) and
 are cancelled through a per-job event; a cancelled job reports error code ``cancelled`` and leaves no files.
 The loop ends when stdin closes (running jobs are cancelled first), when stdout is closed by the reader
@@ -25,6 +29,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from backend import __version__, assets
+from backend.capture.options import CaptureOptions
 from emoca_contract import protocol
 from emoca_contract.errors import EmocaError
 
@@ -131,13 +136,20 @@ class Server:
         if id_ in self.jobs:
             self.error(EmocaError("protocol", f"a job with id {id_!r} is already running"), id_)
             return
-        target: Callable[[_Job, dict], None] = {
+        try:  # a malformed request is answered at once and never starts a job
+            args = request_args(kind, msg)
+        except EmocaError as exc:
+            self.error(exc, id_)
+            return
+        target: Callable[[_Job, dict, dict], None] = {
             "capture": self._capture,
             "export_rig": self._export_rig,
             "train": self._train,
         }[kind]
         job = _Job(id_, kind)
-        job.thread = threading.Thread(target=self._run_job, args=(target, job, msg), name=f"job-{id_}", daemon=True)
+        job.thread = threading.Thread(
+            target=self._run_job, args=(target, job, msg, args), name=f"job-{id_}", daemon=True
+        )
         self.jobs[id_] = job
         job.thread.start()
 
@@ -148,9 +160,9 @@ class Server:
             traceback.print_exc(file=sys.stderr)
             self.error(EmocaError("internal", f"status failed: {type(exc).__name__}: {exc}"), id_)
 
-    def _run_job(self, target: Callable[[_Job, dict], None], job: _Job, msg: dict) -> None:
+    def _run_job(self, target: Callable[[_Job, dict, dict], None], job: _Job, msg: dict, args: dict) -> None:
         try:
-            target(job, msg)
+            target(job, msg, args)
         except EmocaError as exc:
             self.error(exc, job.id)
         except Exception as exc:  # a bug: report it, keep serving
@@ -159,10 +171,10 @@ class Server:
         finally:
             self.jobs.pop(job.id, None)
 
-    def _capture(self, job: _Job, msg: dict) -> None:
-        from backend.capture.pipeline import CaptureOptions, capture, summary
+    def _capture(self, job: _Job, msg: dict, args: dict) -> None:
+        from backend.capture.pipeline import capture, summary
 
-        options = CaptureOptions.from_dict(msg.get("options") or {})
+        options = args["options"]
 
         def progress(done, total, stage, fps, eta):
             self.emit(protocol.progress(job.id, done, total, stage, fps, eta))
@@ -173,14 +185,13 @@ class Server:
         paths = capture(msg["input"], msg["output"], options, progress=progress, cancel=job.cancel, warn=warn)
         self.emit(protocol.make("result", id=job.id, files=[str(p) for p in paths], **summary(paths)))
 
-    def _export_rig(self, job: _Job, msg: dict) -> None:
+    def _export_rig(self, job: _Job, msg: dict, args: dict) -> None:
         from backend.rigs.export import export_rig
 
         def note(message: str) -> None:
             self.emit(protocol.make("log", id=job.id, level="info", message=message))
 
-        extra = {k: msg[k] for k in ("landmarks", "n_shape", "n_exp", "shape_from") if msg.get(k) is not None}
-        res = export_rig(msg["output"], msg.get("flame"), note=note, **extra)
+        res = export_rig(msg["output"], msg.get("flame"), note=note, **args)
         if job.cancel.is_set():  # too late to stop the write itself: remove what it wrote
             for f in res.get("files", []):
                 Path(f).unlink(missing_ok=True)
@@ -189,7 +200,7 @@ class Server:
         files = [str(f) for f in res.pop("files", [msg["output"]])]
         self.emit(protocol.make("result", id=job.id, files=files, **_plain(res)))
 
-    def _train(self, job: _Job, msg: dict) -> None:
+    def _train(self, job: _Job, msg: dict, args: dict) -> None:
         overrides = [str(o) for o in (msg.get("overrides") or [])]
         cmd = [sys.executable, "-m", "backend", "train", str(msg["config"]), *overrides, "--progress", "json"]
         proc = subprocess.Popen(
@@ -236,6 +247,21 @@ class Server:
                 t.join(timeout)
 
 
+def request_args(kind: str, msg: dict) -> dict:
+    """The checked arguments of a job request whose fields have their wire types (``protocol.validate``):
+    capture ``{"options": CaptureOptions}``, export_rig the optional keyword arguments of ``export_rig``.
+    Raises EmocaError('config_invalid') for an option or value out of range."""
+    if kind == "capture":
+        return {"options": CaptureOptions.from_dict(msg.get("options"))}
+    if kind == "export_rig":
+        extra = {k: msg[k] for k in ("head", "landmarks", "n_shape", "n_exp", "shape_from") if msg.get(k) is not None}
+        negative = [k for k in ("n_shape", "n_exp") if extra.get(k, 0) < 0]
+        if negative:
+            raise EmocaError("config_invalid", f"export_rig {negative[0]} is {extra[negative[0]]}: must be >= 0")
+        return extra
+    return {}
+
+
 def _terminate(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.terminate()
@@ -254,9 +280,10 @@ def _guess_id(line: str) -> str | None:
 
     try:
         obj = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, an int over the digit limit, nesting too deep
         return None
-    return str(obj["id"]) if isinstance(obj, dict) and "id" in obj else None
+    id_ = obj.get("id") if isinstance(obj, dict) else None
+    return str(id_)[:200] if isinstance(id_, (str, int)) else None  # an id of another type is not an id
 
 
 def _plain(obj: Any) -> Any:

@@ -2,7 +2,8 @@
 
 Conventions: a destination is a posix path relative to the assets root, or :data:`HUB` + a name for files that
 go to torch's checkpoint cache. Every asset is written into a staging folder under the root, validated there,
-then moved into place; nothing outside the root (or the torch hub folder) is ever written, whatever the archive
+then moved into place (a checkpoint that references code refuses the whole import, with ``unsafe_file``, before
+anything is placed); nothing outside the root (or the torch hub folder) is ever written, whatever the archive
 says (absolute paths, ``..``, drive letters and links refuse the whole archive before anything is extracted).
 """
 
@@ -29,7 +30,7 @@ from backend.assets.specs import (
     spec_path,
 )
 from backend.assets.status import is_present
-from backend.assets.validate import validate_path
+from backend.assets.validate import unsafe_torch_files, validate_path
 from backend.paths import assets_root, torch_hub_checkpoints
 from emoca_contract.errors import EmocaError
 
@@ -60,6 +61,8 @@ LOOSE_FILES: dict[str, str] = {
     "resnet50_ft_weight.pkl": "FaceRecognition/resnet50_ft_weight.pkl",
     **{s.relpath: HUB + s.relpath for s in SPECS if s.location == "torch_hub"},
 }
+# the validators of assets that are torch.save checkpoints (scanned for code before anything is placed)
+CHECKPOINT_VALIDATORS = frozenset({"emoca_model", "emotion_folder", "deca_tar"})
 JUNK = re.compile(r"(^|/)(__MACOSX/|\.DS_Store$|Thumbs\.db$)")
 
 
@@ -273,7 +276,7 @@ def _import_source(
         )
     root.mkdir(parents=True, exist_ok=True)
     if plan:
-        _import_plan(plan, root, force, result, log)
+        _import_plan(src, plan, root, force, result, log)
     for archive in source.archives:
         try:
             result.placed += import_assets(archive, root, move=move, force=force, log=log)
@@ -342,25 +345,28 @@ def _import_unchecked(
         result.placed_sources.append(plan[dest].source)
 
 
-def _import_asset(
-    spec: AssetSpec,
-    dests: list[str],
-    plan: dict[str, _Entry],
-    root: Path,
-    staging: Path,
-    force: bool,
-    result: _Plan,
-    log: Callable[[str], None],
-) -> None:
-    """One asset (a file, or a folder's files): kept when installed and valid (unless ``force``), else staged,
-    validated in the staging folder and moved into place; an invalid one is recorded in ``result.failed``."""
+@dataclass
+class _Staged:
+    """One asset written into the staging folder: ``inside`` maps each destination to its staged file."""
+
+    spec: AssetSpec
+    dests: list[str]
+    asset: Path  # the staged file, or the staged folder of a folder asset
+    inside: dict[str, Path]
+
+
+def _stage_asset(
+    spec: AssetSpec, dests: list[str], plan: dict[str, _Entry], root: Path, staging: Path, force: bool, result: _Plan
+) -> _Staged | None:
+    """One asset (a file, or a folder's files) written into the staging folder; None when it is kept (installed
+    and valid, unless ``force``) or its archive member is damaged (recorded in ``result``)."""
     final_asset = spec_path(spec, root)
     assert final_asset is not None  # importable specs live under the root or the torch hub
     if is_present(spec, final_asset) and not force:
         valid, msg = validate_path(spec, final_asset)
         if valid is not False:
             result.skipped.append(f"{spec.relpath} (already installed, {msg}; --force replaces it)")
-            return
+            return None
     base = HUB + spec.relpath if spec.location == "torch_hub" else spec.relpath
     stage_asset = staging / spec.key.replace(":", "_") / Path(spec.relpath).name
     inside = {dest: stage_asset / dest[len(base) + 1 :] if spec.kind == "dir" else stage_asset for dest in dests}
@@ -369,35 +375,71 @@ def _import_asset(
             _write_entry(plan[dest], staged)
     except zipfile.BadZipFile as exc:  # CRC mismatch while extracting
         result.failed.append(f"{spec.relpath}: damaged archive member ({exc})")
-        return
-    valid, msg = validate_path(spec, stage_asset)
+        return None
+    return _Staged(spec, dests, stage_asset, inside)
+
+
+def _refuse_unsafe(src: Path, staged: Sequence[_Staged]) -> None:
+    """EmocaError('unsafe_file') when a staged checkpoint references code (any checkpoint of a model folder,
+    not only the one a loader would pick): raised before anything of the import is placed."""
+    unsafe = [
+        (f"{s.spec.relpath}/{rel}" if s.spec.kind == "dir" else s.spec.relpath) + f" ({', '.join(names)})"
+        for s in staged
+        if s.spec.validator in CHECKPOINT_VALIDATORS
+        for rel, names in unsafe_torch_files(s.asset)
+    ]
+    if unsafe:
+        raise EmocaError(
+            "unsafe_file",
+            f"{src}: refused, nothing was imported: checkpoints reference code that is not plain data (a malicious "
+            f"or tampered file): {'; '.join(unsafe[:5])}",
+            "Do not use these files; download the official archives again from their websites.",
+        )
+
+
+def _place_asset(
+    staged: _Staged, plan: dict[str, _Entry], root: Path, result: _Plan, log: Callable[[str], None]
+) -> None:
+    """Validate a staged asset and move it into place; an invalid one is recorded in ``result.failed``."""
+    spec = staged.spec
+    valid, msg = validate_path(spec, staged.asset)
     if valid is False:
         result.failed.append(f"{spec.relpath}: {msg}")
         return
+    final_asset = spec_path(spec, root)
+    assert final_asset is not None
     if spec.kind == "dir":
-        for dest, staged in inside.items():
+        for dest, file in staged.inside.items():
             final = _final_path(dest, root)
-            _place(staged, final)
+            _place(file, final)
             result.placed.append(str(final))
     else:
-        _place(stage_asset, final_asset)
+        _place(staged.asset, final_asset)
         result.placed.append(str(final_asset))
-    result.placed_sources += [plan[d].source for d in dests]
+    result.placed_sources += [plan[d].source for d in staged.dests]
     log(f"imported {spec.key} -> {final_asset} ({msg})")
 
 
-def _import_plan(plan: dict[str, _Entry], root: Path, force: bool, result: _Plan, log: Callable[[str], None]) -> None:
-    """Stage, validate and place each asset of ``plan`` (grouped by spec); files no spec covers are copied."""
+def _import_plan(
+    src: Path, plan: dict[str, _Entry], root: Path, force: bool, result: _Plan, log: Callable[[str], None]
+) -> None:
+    """Stage every asset of ``plan`` (grouped by spec), refuse the whole plan if a checkpoint references code,
+    then validate and place each; files no spec covers are copied last."""
     groups: dict[str | None, list[str]] = {}
     for dest in plan:
         spec = _spec_for(dest)
         groups.setdefault(spec.key if spec else None, []).append(dest)
     staging = Path(tempfile.mkdtemp(prefix=".import-", dir=root))
     try:
+        staged: list[_Staged] = []
         for key, dests in groups.items():
-            if key is None:
-                _import_unchecked(dests, plan, root, staging, force, result)
-            else:
-                _import_asset(SPECS_BY_KEY[key], dests, plan, root, staging, force, result, log)
+            one = None if key is None else _stage_asset(SPECS_BY_KEY[key], dests, plan, root, staging, force, result)
+            if one is not None:
+                staged.append(one)
+        _refuse_unsafe(src, staged)
+        for s in staged:
+            _place_asset(s, plan, root, result, log)
+        if None in groups:
+            _import_unchecked(groups[None], plan, root, staging, force, result)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

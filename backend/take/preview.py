@@ -1,10 +1,15 @@
-"""The preview of a take (``--preview``): the captured mesh drawn over the footage. The emotion curves
+"""The preview of a take (``--preview``): what was captured, drawn over the footage. The emotion curves
 (``--plot``) are backend.take.plot.
 
-The preview places the head exactly as the add-on does: FLAME vertices -> weak-perspective ``cam`` (normalised
-crop coordinates, y flipped; backend.flame.camera.project) -> crop pixels -> ``crop`` (3x3) -> frame pixels
-(backend.flame.camera.crop_to_frame). It draws the front-facing triangles as a wireframe (cv2, one call per
+FLAME takes: the preview places the head exactly as the add-on does: FLAME vertices -> weak-perspective ``cam``
+(normalised crop coordinates, y flipped; backend.flame.camera.project) -> crop pixels -> ``crop`` (3x3) -> frame
+pixels (backend.flame.camera.crop_to_frame). It draws the front-facing triangles as a wireframe (cv2, one call per
 frame) and the model's 68 landmarks as dots.
+
+Open takes have no mesh: the preview draws the detector's 478 landmarks (``detected_landmarks``) as dots and the
+head's axes from ``global_pose`` and ``translation`` (x red, y green, z blue, 5 cm long, from the face's origin),
+projected by the pinhole camera MediaPipe's pose assumes (backend.footage.detect.CAMERA_VFOV_DEG, principal point
+at the frame centre): a pose that drifts from the face shows at once.
 """
 
 from __future__ import annotations
@@ -19,8 +24,13 @@ from typing import Any
 import numpy as np
 
 from backend.flame.camera import crop_to_frame, project
+from backend.footage.detect import CAMERA_VFOV_DEG
 from emoca_contract.errors import EmocaError
+from emoca_contract.rotations import axis_angle_to_matrix
 from emoca_contract.take import Take, read_take
+
+AXIS_LENGTH_M = 0.05  # the drawn head axes of an open take
+AXIS_COLORS = ((255, 60, 60), (60, 255, 60), (80, 120, 255))  # x, y, z (RGB)
 
 
 def project_to_frame(vertices: np.ndarray, cam: np.ndarray, crop: np.ndarray) -> np.ndarray:
@@ -134,6 +144,62 @@ class _Overlay:
         ]
 
 
+def camera_project(points: np.ndarray, size: tuple[int, int], vfov_deg: float = CAMERA_VFOV_DEG) -> np.ndarray:
+    """(..., 3) points in the take's camera frame (metres; x right, y up, z towards the viewer, the camera at the
+    origin looking down -z) -> (..., 2) frame pixels (W, H = ``size``) through a pinhole camera of vertical field
+    of view ``vfov_deg`` centred on the frame."""
+    w, h = size
+    f = (h / 2.0) / np.tan(np.radians(vfov_deg) / 2.0)
+    p = np.asarray(points, np.float64)
+    depth = np.maximum(-p[..., 2], 1e-6)  # in front of the camera: z < 0
+    return np.stack([w / 2.0 + f * p[..., 0] / depth, h / 2.0 - f * p[..., 1] / depth], -1)
+
+
+def head_axes(global_pose: np.ndarray, translation: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(3,) axis-angle and (3,) metres -> (4, 2) frame pixels: the head's origin, then the ends of its x, y, z axes."""
+    r = axis_angle_to_matrix(np.asarray(global_pose, np.float64)[None])[0]
+    ends = np.asarray(translation, np.float64)[None] + AXIS_LENGTH_M * r.T  # rows: R @ e_x, R @ e_y, R @ e_z
+    return camera_project(np.concatenate([np.asarray(translation, np.float64)[None], ends]), size)
+
+
+def draw_points(image: np.ndarray, landmarks: np.ndarray, axes: np.ndarray | None) -> np.ndarray:
+    """The detector's landmarks as dots (and the head axes from ``axes`` (4, 2), origin first) over an RGB image."""
+    import cv2
+
+    out = image.copy()
+    for x, y in np.round(landmarks).astype(int):
+        cv2.circle(out, (int(x), int(y)), 1, (80, 255, 120), -1, cv2.LINE_AA)
+    if axes is not None and np.isfinite(axes).all():
+        o = tuple(int(v) for v in np.round(axes[0]))
+        for end, color in zip(axes[1:], AXIS_COLORS):
+            cv2.line(out, o, tuple(int(v) for v in np.round(end)), color, 2, cv2.LINE_AA)
+    return out
+
+
+@dataclass
+class _PointsOverlay:
+    """What draws an open take over its footage: its landmarks and head axes where the take has a valid row."""
+
+    take: Take
+    row_of: dict[int, int]
+
+    def draw(self, frames: list) -> list[np.ndarray]:
+        out = []
+        valid = self.take["valid"]
+        for f in frames:
+            r = self.row_of.get(f.index)
+            if r is None or not valid[r]:
+                out.append(f.image)
+                continue
+            h, w = f.image.shape[:2]
+            axes = head_axes(self.take["global_pose"][r], self.take["translation"][r], (w, h))
+            points = self.take["detected_landmarks"][r]
+            if self.take["interpolated"][r]:  # no detector landmarks there (zeros): only the axes are drawn
+                points = points[:0]
+            out.append(draw_points(f.image, points, axes))
+        return out
+
+
 def _add_stream(container: Any, fps: float, shape: tuple[int, ...]) -> Any:
     """An H.264 stream for frames of ``shape`` (H, W, 3), cut to even sides (yuv420p needs them)."""
     h, w = shape[:2]
@@ -147,7 +213,7 @@ def _add_stream(container: Any, fps: float, shape: tuple[int, ...]) -> Any:
 def _encode_footage(
     container: Any,
     footage: Any,
-    overlay: _Overlay,
+    overlay: _Overlay | _PointsOverlay,
     fps: float,
     batch: int,
     cancel: threading.Event | None,
@@ -183,7 +249,8 @@ def write_preview(
     progress: Callable[[int], None] | None = None,
     batch: int = 32,
 ) -> Path:
-    """Render the take's mesh over the footage frames into ``out_mp4`` (H.264 via PyAV); returns the path.
+    """Render the take (a FLAME take's mesh, an open take's landmarks and head axes) over the footage frames
+    into ``out_mp4`` (H.264 via PyAV); returns the path.
 
     Frames are matched by source index (``take['frame']``); invalid rows show the plain frame. Written to
     ``out_mp4 + '.partial'`` and renamed when complete.
@@ -194,8 +261,13 @@ def write_preview(
 
     if not isinstance(take, Take):
         take = read_take(take)
-    flame = _load_flame(flame, take)
-    overlay = _Overlay(take, flame, np.asarray(flame.faces, np.int64), {int(f): i for i, f in enumerate(take["frame"])})
+    row_of = {int(f): i for i, f in enumerate(take["frame"])}
+    overlay: _Overlay | _PointsOverlay
+    if take.kind == "open":
+        overlay = _PointsOverlay(take, row_of)
+    else:
+        flame = _load_flame(flame, take)
+        overlay = _Overlay(take, flame, np.asarray(flame.faces, np.int64), row_of)
     source = take.meta.get("source", {})
     rng = FrameRange(*source["frames"]) if source.get("frames") else None
     fps = float(source.get("fps") or 25.0)

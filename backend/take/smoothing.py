@@ -1,4 +1,5 @@
-"""Temporal smoothing and gap filling of per-frame channels (the take's exp, poses, cam, emotion).
+"""Temporal smoothing and gap filling of per-frame channels (the take's exp or ARKit scores, poses, camera, crop,
+2D landmarks, emotion).
 
 Two filters:
 - ``butterworth``: zero-phase low-pass (scipy.signal.butter + filtfilt, run forward and backward so it adds no
@@ -8,7 +9,10 @@ Two filters:
 
 Strength (0..1) -> cutoff, geometric between a group's ``(loose, tight)`` cutoffs in Hz:
 ``cutoff = loose * (tight / loose) ** strength``. strength 0 = no smoothing (method 'off' is the same).
-Butterworth groups:      pose (6, 1.0) Hz, jaw (8, 2.0), exp (8, 2.0), cam (6, 1.0), emotion (4, 0.5).
+Butterworth groups:      pose (6, 1.0) Hz, jaw (8, 2.0), exp (8, 2.0), cam (6, 1.0), emotion (4, 0.5),
+landmarks (8, 2.0). Channels: pose = global_pose; jaw = jaw_pose; exp = exp, arkit (ARKit scores stay in [0, 1]);
+cam = cam, translation, crop (the framing: cam and crop place the head together, so they share a cutoff);
+emotion = valence, arousal, expression; landmarks = landmarks, detected_landmarks (2D points, frame pixels).
 One-euro ``min_cutoff`` uses the same ranges; ``beta`` = 0.05 * (1 - strength) + 0.005 (units of the channel per
 second), ``d_cutoff`` = 1 Hz. A cutoff at or above 0.45 * fps (near Nyquist) leaves the channel as is.
 
@@ -18,6 +22,11 @@ smooth), filtered component-wise, re-normalised and converted back to axis-angle
 components of a unit quaternion and re-normalising approximates filtering on the rotation manifold closely for
 the small frame-to-frame steps of a face, and unlike filtering axis-angle components it has no trouble where
 the axis-angle vector wraps (near 180 degrees).
+
+Detector outputs (``OBSERVED_KEYS``: detected_landmarks) exist only on observed rows: they are zero on rows filled
+across a gap, so they are filtered over runs of observed rows (valid and not interpolated), never across a gap.
+Large channels (the detector's 478 points) are filtered a slice of points at a time (:func:`smooth_large`), so
+memory grows with the number of frames times a slice, not times the whole point set.
 
 Takes keep the unsmoothed values of every smoothed channel (``raw_*``): :func:`resmooth_take` recomputes the
 smoothed channels from them with the same code capture uses, and :func:`smoothing_meta` writes the take's
@@ -35,9 +44,9 @@ import numpy as np
 from backend.take.writer import write_take
 from emoca_contract.errors import EmocaError
 from emoca_contract.rotations import axis_angle_to_quat, continuous, quat_to_axis_angle, slerp
-from emoca_contract.take import SMOOTHED_BY_KIND, read_take
+from emoca_contract.take import SMOOTHED_BY_KIND, SMOOTHED_OPTIONAL_BY_KIND, Take, read_take
 
-GROUPS = ("pose", "jaw", "exp", "cam", "emotion")
+GROUPS = ("pose", "jaw", "exp", "cam", "emotion", "landmarks")
 # take channel -> group
 CHANNEL_GROUPS = {
     "global_pose": "pose",
@@ -45,15 +54,26 @@ CHANNEL_GROUPS = {
     "eye_pose": "pose",
     "jaw_pose": "jaw",
     "exp": "exp",
+    "arkit": "exp",
     "cam": "cam",
+    "translation": "cam",
+    "crop": "cam",
     "valence": "emotion",
     "arousal": "emotion",
     "expression": "emotion",
+    "landmarks": "landmarks",
+    "detected_landmarks": "landmarks",
 }
 ROTATION_KEYS = frozenset({"global_pose", "jaw_pose", "neck_pose", "eye_pose"})
 PROBABILITY_KEYS = frozenset({"expression"})  # rows stay non-negative and sum to 1
+BOUNDED_KEYS = {"arkit": (0.0, 1.0)}  # scores: a filter's overshoot is clipped back into their range
+# detector outputs: zero on interpolated rows, filtered over observed rows only
+OBSERVED_KEYS = frozenset({"detected_landmarks"})
+# 2D channels a version 1 take holds without raw_ values (never smoothed then: their values are the raw ones)
+UNSMOOTHED_BEFORE = frozenset({"crop", "landmarks", "detected_landmarks"})
 # group -> (cutoff at strength 0, cutoff at strength 1), Hz
-CUTOFF_RANGE = {"pose": (6.0, 1.0), "jaw": (8.0, 2.0), "exp": (8.0, 2.0), "cam": (6.0, 1.0), "emotion": (4.0, 0.5)}
+CUTOFF_RANGE = {"pose": (6.0, 1.0), "jaw": (8.0, 2.0), "exp": (8.0, 2.0), "cam": (6.0, 1.0), "emotion": (4.0, 0.5),
+                "landmarks": (8.0, 2.0)}  # fmt: skip
 # filter(x (n, D) one valid run, start, stop) -> filtered (n, D); start/stop index the take's rows
 RunFilter = Callable[[np.ndarray, int, int], np.ndarray]
 
@@ -251,16 +271,43 @@ def smoothing_meta(options: SmoothingOptions | None) -> dict:
     return options.to_meta()
 
 
+def _smooth_one(name: str, x: np.ndarray, valid: np.ndarray, filt: RunFilter) -> np.ndarray:
+    """One channel x (N, D) float64, filtered per run of ``valid`` rows (rotations through quaternions) and kept
+    in its range (probabilities renormalised, scores clipped); invalid rows keep their values."""
+    if name in ROTATION_KEYS and x.shape[1] % 3 == 0:
+        y = _smooth_rotations(x, valid, filt)
+    else:
+        y = x.copy()
+        for s, e in _segments(valid):
+            y[s:e] = filt(x[s:e], s, e)
+    if name in PROBABILITY_KEYS:
+        y = np.clip(y, 0.0, None)
+        y = np.where(valid[:, None], y / np.maximum(y.sum(axis=1, keepdims=True), 1e-12), x)
+    if name in BOUNDED_KEYS:
+        y = np.where(valid[:, None], np.clip(y, *BOUNDED_KEYS[name]), x)
+    return y
+
+
+def channel_valid(name: str, valid: np.ndarray, interpolated: np.ndarray | None) -> np.ndarray:
+    """The rows channel ``name`` is filtered over: ``valid``, less the interpolated rows for detector outputs
+    (OBSERVED_KEYS hold zeros there)."""
+    if name in OBSERVED_KEYS and interpolated is not None:
+        return np.asarray(valid, bool) & ~np.asarray(interpolated, bool)
+    return np.asarray(valid, bool)
+
+
 def smooth_channels(
     arrays: dict[str, np.ndarray],
     valid: np.ndarray,
     fps: float,
     options: SmoothingOptions | None = None,
     times: np.ndarray | None = None,
+    interpolated: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Smoothed copies of the known channels (CHANNEL_GROUPS) of enabled groups; other keys pass through.
 
-    arrays: name -> (N,) or (N, D); valid: (N,) bool (invalid rows keep their values, runs are filtered apart);
+    arrays: name -> (N,) or (N, ...); valid: (N,) bool (invalid rows keep their values, runs are filtered apart);
+    interpolated: (N,) bool rows filled across gaps (detector outputs skip them: :func:`channel_valid`);
     times: (N,) seconds for the one-euro filter (default index / fps). Dtypes are kept. options None = defaults.
     """
     options = SmoothingOptions() if options is None else options
@@ -275,18 +322,34 @@ def smooth_channels(
             out[name] = arr
             continue
         a = np.asarray(arr)
-        x = a.reshape(n, -1).astype(np.float64)
-        filt = _group_filter(options, group, fps, times)
-        if name in ROTATION_KEYS and x.shape[1] % 3 == 0:
-            y = _smooth_rotations(x, valid, filt)
-        else:
-            y = x.copy()
-            for s, e in _segments(valid):
-                y[s:e] = filt(x[s:e], s, e)
-        if name in PROBABILITY_KEYS:
-            y = np.clip(y, 0.0, None)
-            y = np.where(valid[:, None], y / np.maximum(y.sum(axis=1, keepdims=True), 1e-12), x)
+        y = _smooth_one(
+            name,
+            a.reshape(n, -1).astype(np.float64),
+            channel_valid(name, valid, interpolated),
+            _group_filter(options, group, fps, times),
+        )
         out[name] = y.reshape(a.shape).astype(a.dtype, copy=False)
+    return out
+
+
+def smooth_large(
+    name: str,
+    x: np.ndarray,
+    out: np.ndarray,
+    valid: np.ndarray,
+    fps: float,
+    options: SmoothingOptions | None = None,
+    times: np.ndarray | None = None,
+    interpolated: np.ndarray | None = None,
+    block: int = 16,
+) -> np.ndarray:
+    """:func:`smooth_channels` for one large channel ``x`` (N, K, ...) (e.g. a memory-mapped column), ``block``
+    entries of axis 1 at a time, written into ``out`` (same shape; may be a memory map); returns ``out``.
+
+    Every entry is filtered on its own, so the result equals smoothing the whole channel at once."""
+    for a in range(0, x.shape[1], block):
+        part = np.asarray(x[:, a : a + block])
+        out[:, a : a + block] = smooth_channels({name: part}, valid, fps, options, times, interpolated)[name]
     return out
 
 
@@ -340,20 +403,38 @@ def take_fps(meta: dict, times: np.ndarray) -> float:
     return 1.0 / float(np.median(np.diff(times))) if len(times) > 1 else 25.0
 
 
+def take_raw(take: Take, path: str | Path) -> dict[str, np.ndarray]:
+    """The unsmoothed values of a take's smoothed channels (SMOOTHED_BY_KIND, plus the optional ones it has).
+
+    A 2D channel without raw_ values (UNSMOOTHED_BEFORE: a version 1 take) was never smoothed: its values are the
+    raw ones. Any other missing raw_ value: EmocaError input_unsupported."""
+    keys = [*SMOOTHED_BY_KIND[take.kind], *(k for k in SMOOTHED_OPTIONAL_BY_KIND[take.kind] if k in take)]
+    raw = {}
+    for k in keys:
+        if f"raw_{k}" in take:
+            raw[k] = take[f"raw_{k}"]
+        elif k in UNSMOOTHED_BEFORE and k in take:
+            raw[k] = take[k]
+        else:
+            raise EmocaError(
+                "input_unsupported",
+                f"{path}: the take keeps no unsmoothed values (raw_{k})",
+                "Capture it again to change its smoothing.",
+            )
+    return raw
+
+
 def resmooth_take(take_path: str | Path, output: str | Path | None, options: SmoothingOptions) -> Path:
     """Recompute a take's smoothed channels from its raw_* values; write it atomically to ``output`` (default:
-    in place); returns the path written."""
+    in place); returns the path written (with every raw_* value, also where the take lacked one)."""
     take = read_take(take_path)  # validates the contract, raw_* included
-    times = take.arrays["time"]
-    missing = [f"raw_{k}" for k in SMOOTHED_BY_KIND[take.kind] if f"raw_{k}" not in take.arrays]
-    if missing:
-        raise EmocaError(
-            "input_unsupported",
-            f"{take_path}: the take keeps no unsmoothed values ({missing[0]})",
-            "Capture it again to change its smoothing.",
-        )
-    raw = {k: take.arrays[f"raw_{k}"] for k in SMOOTHED_BY_KIND[take.kind]}
+    times = take["time"]
+    raw = take_raw(take, take_path)
     arrays = dict(take.arrays)
-    arrays.update(smooth_channels(raw, take.arrays["valid"], take_fps(take.meta, times), options, times=times))
+    fps = take_fps(take.meta, times)
+    arrays.update(
+        smooth_channels(raw, take["valid"], fps, options, times=times, interpolated=take.arrays.get("interpolated"))
+    )
+    arrays.update({f"raw_{k}": v for k, v in raw.items()})
     meta = dict(take.meta, smoothing=smoothing_meta(options))
     return write_take(output or take_path, arrays, meta)

@@ -66,6 +66,15 @@ def write_take(path: str | os.PathLike, arrays: Mapping[str, Any], meta: Mapping
     return path
 
 
+def _row_blocks(arr: np.ndarray, rows: int) -> Iterable[np.ndarray]:
+    """``arr`` (N, ...) as blocks of ``rows`` rows (a 0-d array as itself): a memory map is read a block at a time."""
+    if arr.ndim == 0:
+        yield arr
+        return
+    for a in range(0, len(arr), rows):
+        yield arr[a : a + rows]
+
+
 class TakeWriter:
     """Append rows to a take on disk; :meth:`finalize` assembles ``path`` atomically, :meth:`abort` removes all.
 
@@ -173,6 +182,24 @@ class TakeWriter:
         parts = list(self.iter_column(key))
         return np.concatenate(parts) if parts else np.zeros((0, *shape), dtype)
 
+    def column_map(self, key: str) -> np.ndarray:
+        """All rows of ``key`` (N, ...) as a read-only memory map of one file in the parts folder, assembled chunk
+        by chunk: for the large channels (the detector's points), whose whole column is never held in memory."""
+        if self.n_rows == 0:
+            return self.column(key)
+        out = self.scratch(f"{key}.column", (self.n_rows, *self._row_shapes[key][0]), self._row_shapes[key][1])
+        a = 0
+        for chunk in self.iter_column(key):
+            out[a : a + len(chunk)] = chunk
+            a += len(chunk)
+        out.flush()
+        return np.load(self.parts_dir / f"{key}.column.npy", mmap_mode="r", allow_pickle=False)
+
+    def scratch(self, name: str, shape: tuple[int, ...], dtype: np.dtype | str) -> np.memmap:
+        """A writable memory-mapped (zero-filled) ``.npy`` array in the parts folder, removed with the parts:
+        room for a large column computed from the chunks (e.g. its smoothed values)."""
+        return np.lib.format.open_memmap(self.parts_dir / f"{name}.npy", mode="w+", dtype=np.dtype(dtype), shape=shape)
+
     # -- finishing ------------------------------------------------------------------------------------------
     def finalize(
         self,
@@ -182,8 +209,9 @@ class TakeWriter:
     ) -> Path:
         """Assemble the take at ``path`` (default: the writer's) atomically, remove the parts; return the path.
 
-        ``columns`` replace or add whole columns (N, ...) (e.g. smoothed channels and their ``raw_*``); every
-        other key is streamed from the chunk files. The result is validated against the contract first.
+        ``columns`` replace or add whole columns (N, ...) (e.g. smoothed channels and their ``raw_*``; memory maps
+        from :meth:`column_map` / :meth:`scratch` too), written ``chunk_rows`` rows at a time; every other key is
+        streamed from the chunk files. The result is validated against the contract first.
         """
         if self._closed:
             raise EmocaError("internal", f"{self.path}: finalize after finalize/abort")
@@ -212,7 +240,7 @@ class TakeWriter:
         try:
             with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
                 for key, (shape, dtype) in specs.items():
-                    chunks = [columns[key]] if key in columns else self.iter_column(key)
+                    chunks = _row_blocks(columns[key], self.chunk_rows) if key in columns else self.iter_column(key)
                     _write_npy_member(zf, key, dtype, shape, chunks)
                 m = np.array(meta_json(meta))
                 _write_npy_member(zf, "meta", m.dtype, (), [m])

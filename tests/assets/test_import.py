@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import stat
 import zipfile
 
@@ -235,3 +236,35 @@ def test_a_downloads_folder_with_zips_and_a_loose_deca_tar(root, asset_env):
         )
     )
     assert _valid(root, "deca_tar", "flame2020", "uv_face_mask")[0]
+
+
+def _malicious(path, fmt: str, marker) -> None:
+    from tests.fixtures import checkpoints as ck
+
+    if fmt == "zip":
+        ck.write_malicious_ckpt(path, marker)
+    else:  # an old-format (non-zip) file: a plain pickle saved as .ckpt
+        path.write_bytes(pickle.dumps({"state_dict": {}, "hyper_parameters": ck._Evil(str(marker))}, protocol=2))
+
+
+@pytest.mark.parametrize("which", ["best", "last.ckpt"])
+@pytest.mark.parametrize("fmt", ["zip", "legacy"])
+def test_a_checkpoint_that_references_code_refuses_the_whole_import(root, asset_env, which, fmt):
+    """Issue 13 case 8: such a checkpoint was placed (a decoy no loader picks) or refused as asset_invalid
+    with the valid files beside it placed; now the import is refused with unsafe_file and nothing is written."""
+    marker = asset_env / "pwned"
+    src = asset_env / "bundle"
+    folder = H.write_model_folder(src / "EMOCA" / "models", "EMOCA_v2_lr_mse_20")
+    ckpts = sorted(p for p in (folder / "detail").rglob("*.ckpt") if p.stat().st_size > 100)
+    target = ckpts[0] if which == "best" else folder / "detail" / "checkpoints" / "last.ckpt"
+    _malicious(target, fmt, marker)
+    H.write_files(src, H.flame_folder_files())  # valid assets in the same archive
+    z = H.make_zip(asset_env / "bundle.zip", H.folder_to_zip_entries(src, "bundle"))
+    with pytest.raises(EmocaError) as e:
+        assets.import_assets(z, root)
+    assert e.value.code == "unsafe_file", e.value.message
+    assert target.name in e.value.message and "mkdir" in e.value.message and "nothing was imported" in e.value.message
+    assert [p for p in root.rglob("*") if not p.is_dir()] == []
+    assert not marker.exists()
+    assert main(["assets", "--root", str(root), "import", str(src)]) == 2  # a folder: the same
+    assert [p for p in root.rglob("*") if not p.is_dir()] == []

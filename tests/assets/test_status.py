@@ -266,3 +266,20 @@ def test_demo_uses_configured_assets_and_says_so(root):
     assert after["capture"]["trained"] is True and "EMOCA_v2_mp" in after["capture"]["message"]
     assert after["flame_path"] == str(root / "FLAME" / "geometry" / "generic_model.pkl")
     assert after["root"] == str(root)
+
+
+@pytest.mark.parametrize("which", ["best", "last.ckpt"])
+def test_status_flags_any_checkpoint_of_a_model_folder_that_references_code(root, which):
+    """Issue 13 case 8: ``assets status`` showed such a folder valid (only --deep flagged it)."""
+    from tests.fixtures import checkpoints as ck
+
+    marker = root.parent / "pwned"
+    folder = H.write_model_folder(root / "EMOCA" / "models", "EMOCA_v2_lr_mse_20")
+    best = folder / "detail" / "checkpoints" / "deca-epoch=03-val_loss" / "dataloader_idx_0=9.44489288.ckpt"
+    target = best if which == "best" else folder / "detail" / "checkpoints" / "last.ckpt"
+    target.unlink()  # the fixture hard-links the best checkpoint into coarse/: replace it, do not write through
+    ck.write_malicious_ckpt(target, marker)
+    s = {s.key: s for s in assets.status(root)}["model:EMOCA_v2_lr_mse_20"]
+    assert s.present and s.valid is False, s.message
+    assert target.name in s.message and "references code" in s.message and "mkdir" in s.message
+    assert not marker.exists()

@@ -85,7 +85,10 @@ def test_capture_to_blend_in_one_call(tmp_path):
     clip = make_astronaut_clip(tmp_path / "one call.mp4", n_frames=5).path
     blend = tmp_path / "scene.blend"
     assert (
-        cli.main(["capture", str(clip), "--output", str(blend), "--frame-mapping", "footage_rate", "--device", "cpu"])
+        cli.main(
+            ["capture", str(clip), "--output", str(blend), "--frame-mapping", "footage_rate", "--device", "cpu"]
+            + ["--model", "untrained"]  # the EMOCA path onto the FLAME rig (the default without assets is open)
+        )
         == 0
     )
     take_path = tmp_path / "scene_takes" / "one call.npz"

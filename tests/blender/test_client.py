@@ -113,7 +113,8 @@ def test_capture_job_cancelled_mid_run_writes_nothing(tmp_path):
     clip = make_astronaut_clip(tmp_path / "clip.mp4", n_frames=40).path
     out = tmp_path / "takes" / "clip.npz"
     with client.BackendProcess(sys.executable) as proc:
-        job = client.CaptureJob(proc, {"input": str(clip), "output": str(out), "options": {"device": "cpu"}})
+        options = {"device": "cpu", "model": "untrained"}  # slow enough to cancel mid-run
+        job = client.CaptureJob(proc, {"input": str(clip), "output": str(out), "options": options})
         job.start()
         assert _drive(job, until=lambda j: j.stage not in ("starting",)) == "running"
         assert job.stage and 0.0 <= job.progress <= 1.0

@@ -72,14 +72,27 @@ def test_import_rig_operator_builds_the_rig_and_targets_it(rig_file):
 
 
 def test_import_rig_via_the_backend_export(monkeypatch):
-    """No rig file: the operator asks the backend (`export_rig`, the synthetic head without a FLAME file)."""
+    """No rig file: the operator asks the backend (`export_rig`, here the synthetic head)."""
     import sys
 
     monkeypatch.setenv("EMOCA_BACKEND_PYTHON", sys.executable)
-    assert bpy.ops.emoca.import_rig(use_backend=True) == {"FINISHED"}
+    assert bpy.ops.emoca.import_rig(use_backend=True, head="synthetic") == {"FINISHED"}
     rig = bpy.context.scene.emoca.rig
     assert "synthetic" in rig["emoca_model"]
     assert len(rig_mesh(rig).data.shape_keys.key_blocks) == 1 + 100 + 50 + 36
+
+
+def test_import_rig_via_the_backend_defaults_to_the_open_head(monkeypatch, tmp_path):
+    """With no FLAME file set or installed, the backend exports the open ICT head: ARKit keys, no Shape000.."""
+    import sys
+
+    monkeypatch.setenv("EMOCA_BACKEND_PYTHON", sys.executable)
+    monkeypatch.setenv("EMOCA_BLENDER_ASSETS", str(tmp_path / "no assets"))
+    assert bpy.ops.emoca.import_rig(use_backend=True) == {"FINISHED"}
+    rig = bpy.context.scene.emoca.rig
+    keys = rig_mesh(rig).data.shape_keys.key_blocks
+    assert "ICT" in rig["emoca_model"] and "not FLAME" in rig["emoca_model"]
+    assert "mouthSmileLeft" in keys and "jawOpen" in keys and not any(k.name.startswith("Shape") for k in keys)
 
 
 def test_apply_operator_is_one_undo_step(rig_file, make_take, fresh_scene):
@@ -129,7 +142,8 @@ def clip(tmp_path_factory):
 
 @pytest.mark.torch
 @pytest.mark.slow
-def test_capture_operator_keys_the_rig_in_one_undoable_step(rig_file, clip, tmp_path, fresh_scene):
+def test_capture_operator_keys_the_rig_in_one_undoable_step(rig_file, clip, tmp_path, fresh_scene, addon_prefs):
+    addon_prefs.emoca_model = "untrained"  # the EMOCA path (the default without EMOCA assets is the open model)
     build_rig(rig_file)
     fresh_scene.render.fps = 25
     bpy.ops.ed.undo_push(message="before capture")

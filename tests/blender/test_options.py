@@ -25,7 +25,7 @@ NAMES = [opt.name for opt in OPTIONS]
 
 def test_every_option_is_described_once_with_a_default_of_its_type():
     assert NAMES == [f.name for f in dataclasses.fields(ApplyOptions)]
-    assert len(NAMES) == 12 and {"frame_mapping", "joint_offsets", "frame_range", "name"} <= set(NAMES)
+    assert len(NAMES) == 13 and {"frame_mapping", "joint_offsets", "frame_range", "name"} <= set(NAMES)
     for opt in OPTIONS:
         assert opt.label and opt.description, opt.name
         assert isinstance(opt.default, (bool, int, str)), opt.name
@@ -53,6 +53,7 @@ def test_cli_arguments_are_generated_from_the_options():
             "--start=playhead",
             "--offset=7",
             "--no-head",
+            "--head-translation",
             "--no-correctives",
             "--no-emotion",
             "--camera-match",

@@ -1,5 +1,5 @@
-"""Capture end to end: real PyAV footage, real mediapipe, real torch (untrained network: numbers are not
-meaningful, the plumbing is)."""
+"""Capture end to end on the EMOCA path: real PyAV footage, real MediaPipe, real torch (untrained network: numbers
+are not meaningful, the plumbing is). The open model's captures: tests/capture/test_open_capture.py."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def nets():
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "UNTRAINED network": expected here
-        return load_networks(CaptureOptions(device="cpu"), "cpu", lambda m: None)
+        return load_networks(CaptureOptions(device="cpu", model="untrained"), "cpu", lambda m: None)
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +145,21 @@ def test_emotion_and_model_landmarks_are_consistent(gap_capture):
     assert take["landmarks"][v].std() > 0
 
 
+def test_an_emoca_take_records_the_detectors_arkit_scores_and_real_confidence(gap_capture):
+    from emoca_contract.arkit import ARKIT_INDEX, ARKIT_NAMES
+
+    take = gap_capture["take"]
+    assert take.kind == "flame" and take.arkit_names == list(ARKIT_NAMES)
+    assert take.meta["arkit"]["unobserved"] == ["tongueOut"]
+    v = take["valid"]
+    arkit = take["arkit"][v]
+    assert arkit.shape[1] == 52 and (arkit >= 0).all() and (arkit <= 1).all()
+    assert np.median(arkit[:, ARKIT_INDEX["mouthSmileLeft"]]) > 0.5  # the astronaut smiles
+    assert "raw_arkit" in take and "ARKit" in take.meta["emotion"]["model"]  # smoothed, and fused into emotion
+    observed = v & ~take["interpolated"]
+    assert np.unique(take["confidence"][observed]).size > observed.sum() // 2  # measured per frame
+
+
 def test_smoothing_can_be_redone_from_raw(gap_capture):
     from backend.take.smoothing import SmoothingOptions, smooth_channels
 
@@ -152,7 +167,12 @@ def test_smoothing_can_be_redone_from_raw(gap_capture):
     meta = take.meta["smoothing"]
     raw = {k: take["raw_" + k] for k in SMOOTHED_KEYS}
     redo = smooth_channels(
-        raw, take["valid"], take.fps, SmoothingOptions(meta["method"], meta["strength"]), times=take["time"]
+        raw,
+        take["valid"],
+        take.fps,
+        SmoothingOptions(meta["method"], meta["strength"]),
+        times=take["time"],
+        interpolated=take["interpolated"],
     )
     for k in SMOOTHED_KEYS:
         np.testing.assert_allclose(redo[k], take[k], atol=1e-5, err_msg=k)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import subprocess
 import sys
 import threading
@@ -16,6 +17,7 @@ import pytest
 
 from backend.assets import SPECS
 from emoca_contract import protocol
+from emoca_contract.errors import EmocaError
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 300  # generous: the CI machine is slow and shared; no test asserts a duration
@@ -97,7 +99,7 @@ def test_protocol_errors_status_export_train_and_clean_exit(tmp_path):
         assert all(a["valid"] is None for a in doc["assets"])  # a status request never validates
         assert set(doc["capabilities"]) == {"rig", "capture", "detail", "emotion", "detector", "training"}
         rig = tmp_path / "tête.npz"
-        s.send(protocol.make("export_rig", id="r", output=str(rig)))
+        s.send(protocol.make("export_rig", id="r", output=str(rig), head="synthetic"))
         ev, seen = s.until(lambda e: e["type"] in ("result", "error"))
         assert ev["type"] == "result" and ev["files"] == [str(rig)] and "not FLAME" in ev["model"]
         assert any(e["type"] == "log" and "synthetic" in e["message"] for e in seen)
@@ -147,7 +149,7 @@ def test_capture_streams_progress_then_result_and_cancel_leaves_nothing(tmp_path
                 id="b",
                 input=str(long.path),
                 output=str(out / "b.npz"),
-                options={"device": "cpu", "batch_size": 2},
+                options={"device": "cpu", "batch_size": 2, "model": "untrained"},  # slow enough to cancel mid-run
             )
         )
         s.until(lambda e: e["type"] == "progress" and e["stage"] == "encode" and e["done"] > 0)
@@ -176,7 +178,7 @@ def test_stdin_close_cancels_running_job(tmp_path):
             id="c",
             input=str(clip.path),
             output=str(tmp_path / "o" / "c.npz"),
-            options={"device": "cpu", "batch_size": 2},
+            options={"device": "cpu", "batch_size": 2, "model": "untrained"},  # slow enough to close mid-run
         )
     )
     s.until(lambda e: e["type"] == "progress" and e["stage"] == "encode" and e["done"] > 0)
@@ -258,3 +260,78 @@ def test_capture_cli_json_errors(tmp_path):
     assert events[-1]["type"] == "error" and events[-1]["code"] == "no_face"
     assert "vide.mp4" in events[-1]["message"] and events[-1]["hint"]
     assert list(tmp_path.iterdir()) == [clip.path]
+
+
+MALFORMED = [
+    # issue 13 case 7: (request fields, code, what the message must name); each used to be `internal`
+    ({"options": "abc"}, "protocol", "'options': expected an object or null, got string 'abc'"),
+    ({"options": {"batch_size": "abc"}}, "config_invalid", "'batch_size': expected an integer or null"),
+    ({"options": {"frames": 5}}, "config_invalid", "'frames': expected"),
+    ({"input": 12}, "protocol", "'input': expected a string, got integer 12"),
+]
+
+
+def test_malformed_requests_get_protocol_or_config_errors_never_internal(tmp_path):
+    s = Server()
+    try:
+        for i, (change, code, fragment) in enumerate(MALFORMED):
+            request = {"type": "capture", "version": 1, "id": f"m{i}", "input": str(tmp_path / "clip.mp4")}
+            s.send({**request, "output": str(tmp_path / f"m{i}.npz"), **change})
+            ev = s.next()
+            assert (ev["type"], ev["id"], ev["code"]) == ("error", f"m{i}", code), ev
+            assert fragment in ev["message"], ev["message"]
+        s.send(protocol.make("export_rig", id="r", output=str(tmp_path / "rig.npz"), n_exp=-1))
+        ev = s.next()
+        assert (ev["id"], ev["code"]) == ("r", "config_invalid") and "n_exp" in ev["message"]
+        s.send(protocol.make("status", id="s"))  # still serving
+        assert s.next()["type"] == "result"
+    finally:
+        code = s.close()
+    assert code == 0
+    assert not list(tmp_path.iterdir())  # no job started: nothing was written
+    assert b"Traceback" not in b"".join(s.stderr)
+
+
+@pytest.mark.parametrize(
+    "options, fragment",
+    [
+        ({"frames": [0, 10, 2, 1]}, "'frames': [0, 10, 2, 1] is not [start, stop, step]"),
+        ({"frames": "a:b"}, "frame range"),
+        ({"frames": [0, 10, 0]}, "step must be >= 1"),
+        ({"face": "nobody"}, "--face 'nobody'"),
+        ({"face": True}, "'face': expected a string or an integer, got boolean True"),
+        ({"smooth_strength": 10**400}, "'smooth_strength' is 1000"),
+        ({"smooth": "wobbly"}, "smoothing method 'wobbly'"),
+        ({"smoothing": {"method": "off"}}, "'smoothing': expected a SmoothingOptions or null"),
+        ({"detail": "yes"}, "'detail': expected true or false"),
+        ({"colour": "red"}, "unknown capture option(s) ['colour']"),
+    ],
+)
+def test_capture_options_are_checked_when_the_request_arrives(options, fragment):
+    from backend.app.serve import request_args
+
+    msg = protocol.make("capture", id="c", input="clip.mp4", output="take.npz", options=options)
+    with pytest.raises(EmocaError) as err:
+        request_args("capture", msg)
+    assert err.value.code == "config_invalid" and fragment in err.value.message, err.value.message
+
+
+def test_well_typed_options_become_capture_options():
+    from backend.app.serve import request_args
+
+    options = {"frames": [0, 30, 2], "face": 1, "batch_size": 4, "smooth": "one_euro", "smooth_strength": 1}
+    opts = request_args("capture", protocol.make("capture", id="c", input="a", output="b", options=options))["options"]
+    assert (opts.frames, opts.face, opts.batch_size) == ([0, 30, 2], 1, 4)
+    assert (opts.smoothing.method, opts.smoothing.strength) == ("one_euro", 1.0)
+
+
+def test_formats_md_lists_every_capture_option():
+    from backend.capture.options import CaptureOptions
+    from backend.footage.video import FrameRange
+    from emoca_contract.fields import field_types
+
+    doc = (ROOT / "docs" / "formats.md").read_text(encoding="utf-8")
+    table = doc[doc.index("| option | type |") : doc.index("Events:", doc.index("| option | type |"))]
+    documented = set(re.findall(r"`(\w+)`(?=[^|]*\|[^|]*\|$)", table, flags=re.M))
+    wire = set(field_types(CaptureOptions, {"FrameRange": FrameRange})) - {"smoothing"}  # built from smooth*
+    assert documented == wire | {"smooth", "smooth_strength"}, documented ^ (wire | {"smooth", "smooth_strength"})

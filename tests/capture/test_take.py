@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import tracemalloc
 import zipfile
@@ -39,7 +40,11 @@ def test_contract_lists_every_documented_key():
         "arousal",
         "expression",
     }
-    documented |= {"raw_" + k for k in ("exp", "global_pose", "jaw_pose", "cam", "valence", "arousal", "expression")}
+    documented |= {
+        "raw_" + k
+        for k in ("exp", "global_pose", "jaw_pose", "cam", "valence", "arousal", "expression", "crop", "landmarks",
+                  "detected_landmarks")
+    }  # fmt: skip
     assert set(TAKE_KEYS) == documented
     assert TAKE_KEYS["crop"] == (("N", 3, 3), "float32")
     assert TAKE_KEYS["frame"][1] == "int64" and TAKE_KEYS["time"][1] == "float64"
@@ -243,3 +248,201 @@ def test_open_takes_round_trip_and_are_checked_for_their_own_keys(tmp_path):
     with pytest.raises(EmocaError, match="notAChannel") as e:
         read_take(tmp_path / "bad_names.npz")
     assert e.value.code == "input_corrupt"
+
+
+# ------------------------------------------------------------------ malformed takes (issue 13, cases 4 and 6)
+# Every malformed take is refused by the one reader with a coded error; these are written with numpy directly,
+# as another tool or a damaged copy would, so no writer check stands in front of the reader.
+CLASSES = ["Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral"]
+
+
+def _save_raw(path, arrays, meta=None, meta_text=None):
+    np.savez(path, **arrays, meta=np.array(meta_text if meta_text is not None else json.dumps(meta)))
+    return path
+
+
+def _meta_with(meta, dotted, value):
+    meta = json.loads(json.dumps(meta))
+    *parents, last = dotted.split(".")
+    section = meta
+    for key in parents:
+        section = section[key]
+    section[last] = value
+    return meta
+
+
+@pytest.mark.parametrize(
+    "dotted, value, fragment",
+    [
+        ("emotion", "happy", "meta.emotion is a str, expected an object"),
+        ("source", ["clip.mp4"], "meta.source is a list, expected an object"),
+        ("emotion.classes", ["x" * 64] + CLASSES[1:], "a name over 52 bytes"),
+        ("emotion.classes", list(range(7)), "must be a list of printable class names"),
+        ("emotion.classes", ["Angry\x00"] + CLASSES[1:], "must be a list of printable class names"),
+        ("emotion.classes", CLASSES[:6], "names 6 classes but 'expression' has 7 columns"),
+        ("source.fps", "abc", "meta.source.fps is 'abc', expected a positive number"),
+        ("source.fps", 1e300, "meta.source.fps is 1e+300, expected a frame rate from 1 to 10000"),
+        ("source.fps", 0.2, "meta.source.fps is 0.2, expected a frame rate from 1 to 10000"),
+        ("source.fps", 10**400, "expected a frame rate from 1 to 10000"),  # found by fuzzing: a raw OverflowError
+        ("source.height", 10**400, "expected at most 65536 pixels"),
+        ("source.width", True, "meta.source.width is True"),
+        ("source.path", 5, "meta.source.path is 5, expected a string"),
+        ("version", "two", "meta.version 'two' is not a version number"),
+        ("warnings", [1], "meta.warnings must be a list of strings"),
+    ],
+)
+def test_malformed_meta_is_refused_by_the_reader(tmp_path, dotted, value, fragment):
+    take = make_synthetic_take(8)
+    path = _save_raw(tmp_path / "t.npz", take.arrays, _meta_with(take.meta, dotted, value))
+    with pytest.raises(EmocaError) as err:
+        read_take(path)
+    assert err.value.code == "input_corrupt" and fragment in err.value.message, err.value.message
+    assert str(path) in err.value.message
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ('{"format": "emoca-take", "version": 2, "n": ' + "1" * 5000 + "}", "not JSON"),  # was a raw ValueError
+        ("[" * 100_000, "not JSON"),
+        ("{", "not JSON"),
+    ],
+)
+def test_meta_that_is_not_json_is_refused(tmp_path, text, fragment):
+    path = _save_raw(tmp_path / "t.npz", make_synthetic_take(4).arrays, meta_text=text)
+    with pytest.raises(EmocaError, match=fragment) as err:
+        read_take(path)
+    assert err.value.code == "input_corrupt"
+
+
+def test_arkit_names_that_are_not_strings_are_refused(tmp_path):
+    take = make_synthetic_open_take(6)
+    meta = _meta_with(take.meta, "arkit.names", [[1]] * 52)  # unhashable: was a raw TypeError
+    with pytest.raises(EmocaError, match="with strings") as err:
+        read_take(_save_raw(tmp_path / "t.npz", take.arrays, meta))
+    assert err.value.code == "input_corrupt"
+
+
+def _float_frames_with_nan(n):
+    frames = np.arange(n, dtype=np.float64)
+    frames[3] = np.nan
+    return frames
+
+
+@pytest.mark.parametrize(
+    "key, make, fragment",
+    [
+        ("frame", _float_frames_with_nan, "'frame' has dtype float64, expected int64"),  # case 4
+        ("frame", lambda n: np.arange(n, dtype=np.uint64)[::-1].copy(), "strictly increasing"),  # unsigned: wraps
+        ("frame", lambda n: np.arange(n, dtype=np.int64) + 2**40, "frame numbers must stay below 2**31"),
+        ("frame", lambda n: np.array(5, dtype=np.int64), "shape ()"),  # 0-d
+        ("time", lambda n: np.arange(n) * (1e12 / (n - 1)), "spans 1e+12 s (more than a day)"),  # case 6
+        ("time", lambda n: np.r_[np.arange(n - 1), np.nan] / 30, "'time' must be finite"),
+        ("exp", lambda n: np.zeros((n, 50), np.complex64), "'exp' has dtype complex64"),
+        ("exp", lambda n: np.zeros((n, 50), "U1"), "'exp' has dtype <U1"),
+        ("exp", lambda n: np.zeros((n, 50), [("a", "f4")]), "'exp' has dtype"),
+        ("valid", lambda n: np.ones(n, np.int8), "'valid' has dtype int8, expected bool"),
+        ("global_pose", lambda n: np.full((n, 3), np.inf, np.float32), "NaN or infinite values in valid frames"),
+    ],
+)
+def test_malformed_arrays_are_refused_by_the_reader(tmp_path, key, make, fragment):
+    take = make_synthetic_take(8)
+    path = _save_raw(tmp_path / "t.npz", dict(take.arrays, **{key: make(8)}), take.meta)
+    with pytest.raises(EmocaError) as err:
+        read_take(path)
+    assert err.value.code == "input_corrupt" and fragment in err.value.message, err.value.message
+
+
+def test_odd_but_valid_encodings_are_read(tmp_path):
+    """Any float width and byte order, unsigned frames and non-ASCII class names within Blender's limit load."""
+    take = make_synthetic_take(8)
+    classes = ["Überrascht", "驚き", "Fear", "Happy", "Sad", "Surprise", "Neutral"]
+    arrays = dict(take.arrays, exp=take["exp"].astype(">f8"), valence=take["valence"].astype(np.float16))
+    arrays["frame"] = take["frame"].astype(np.uint32)
+    back = read_take(_save_raw(tmp_path / "t.npz", arrays, _meta_with(take.meta, "emotion.classes", classes)))
+    assert back.classes == classes and back["exp"].dtype == np.dtype(">f8")
+    np.testing.assert_allclose(back["exp"], take["exp"], rtol=1e-6)
+
+
+def _npy(arr) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=True)
+    return buf.getvalue()
+
+
+def _zip_take(path, members: dict[str, bytes], method=zipfile.ZIP_STORED):
+    with zipfile.ZipFile(path, "w", method) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+def _take_members(n: int = 8) -> dict[str, bytes]:
+    take = make_synthetic_take(n)
+    return {**{f"{k}.npy": _npy(v) for k, v in take.arrays.items()}, "meta.npy": _npy(np.array(json.dumps(take.meta)))}
+
+
+def _patched(path, local_offset: int, central_offset: int, value: int, size: int = 1):
+    """Set a field of every local and central zip header (``value`` OR-ed into a flag byte when size == 1)."""
+    data = bytearray(path.read_bytes())
+    for magic, offset in ((b"PK\x03\x04", local_offset), (b"PK\x01\x02", central_offset)):
+        i = data.find(magic)
+        while i >= 0:
+            if size == 1:
+                data[i + offset] |= value
+            else:
+                data[i + offset : i + offset + size] = value.to_bytes(size, "little")
+            i = data.find(magic, i + 4)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _damaged_deflate(path):
+    _zip_take(path, _take_members(), zipfile.ZIP_DEFLATED)
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo("exp.npy")
+    data = bytearray(path.read_bytes())
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    for i in range(start, start + 40):
+        data[i] ^= 0x5A
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _lying_header(path):
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False, "shape": (2**40, 50)})
+    return _zip_take(path, {**_take_members(), "exp.npy": buf.getvalue() + b"\x00" * 64})
+
+
+def _npy_v3(path):
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.zeros(8, [("é", "f4")]), version=(3, 0))
+    return _zip_take(path, {**_take_members(), "extra.npy": buf.getvalue()})
+
+
+@pytest.mark.parametrize(
+    "build, code, fragment",
+    [
+        (lambda p: _zip_take(p, {**_take_members(), "extra.npy": _npy(np.array([{}], object))}), "unsafe_file",
+         "'extra' holds pickled objects"),
+        (lambda p: _zip_take(p, {**_take_members(), "exp.npy": _npy(np.zeros((8, 50), object))}), "unsafe_file",
+         "'exp' holds pickled objects"),
+        (lambda p: _patched(_zip_take(p, _take_members()), 6, 8, 1), "input_corrupt", "encrypted"),  # RuntimeError
+        (lambda p: _patched(_zip_take(p, _take_members()), 8, 10, 99, 2), "input_corrupt",
+         "compression method"),  # NotImplementedError
+        (_damaged_deflate, "input_corrupt", "not a readable .npz take"),  # zlib.error
+        (_lying_header, "input_corrupt", "'exp' declares (1099511627776, 50) float32"),
+        (_npy_v3, "input_corrupt", "format version (3, 0)"),
+        (lambda p: _zip_take(p, {**_take_members(), "notes.txt": b"hello"}), "input_corrupt", "magic string"),
+        (lambda p: _zip_take(p, {k: v for k, v in _take_members().items() if k != "meta.npy"}), "input_unsupported",
+         "no 'meta'"),
+        (lambda p: p.write_bytes(b"PK\x03\x04" + b"\x00" * 64), "input_corrupt", "not a readable .npz take"),
+    ],
+)  # fmt: skip
+def test_damaged_or_hostile_archives_get_coded_errors(tmp_path, build, code, fragment):
+    path = tmp_path / "t.npz"
+    build(path)
+    with pytest.raises(EmocaError) as err:
+        read_take(path)
+    assert err.value.code == code and fragment in err.value.message, err.value.message

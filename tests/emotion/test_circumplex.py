@@ -81,3 +81,16 @@ def test_unknown_class_and_bad_shapes_are_refused():
     assert e.value.code == "config_invalid" and "Bored" in e.value.message
     with pytest.raises(EmocaError):
         circumplex_va(torch.ones(1, 3), ["Happy", "Sad"])
+
+
+def test_unpleasant_classes_read_clearly_unpleasant():
+    """The issue: with Russell-1980 angles, a clip that is 99% Anger read valence -0.18. The rated coordinates put
+    every unpleasant class well below zero, and anger / fear above the origin in arousal."""
+    from backend.models.emotion import FER_CLASSES, circumplex_va
+
+    p = 0.99 * _pure("Anger", FER_CLASSES) + 0.01 * _pure("Neutral", FER_CLASSES)
+    v, a = circumplex_va(p, FER_CLASSES)
+    assert v[0] < -0.4 and a[0] > 0.4
+    for name in ("Anger", "Fear", "Disgust", "Sad"):
+        v, _ = circumplex_va(_pure(name, FER_CLASSES), FER_CLASSES)
+        assert v[0] < -0.4, name

@@ -104,7 +104,7 @@ def _cli(args, tmp_path):
 
 def test_cli_synthetic_non_ascii_path(unicode_tmp):
     out = unicode_tmp / "tête 頭.npz"
-    res = _cli(["-o", str(out)], unicode_tmp)
+    res = _cli(["--head", "synthetic", "-o", str(out)], unicode_tmp)
     assert res.returncode == 0, res.stderr
     assert "synthetic test head (not FLAME)" in res.stderr
     assert res.stdout.strip() == str(out)
@@ -135,6 +135,21 @@ def test_cli_flame_official_layout(tmp_path):
     np.testing.assert_array_equal(rig["lmk_faces_idx"], emb["full_lmk_faces_idx"].reshape(68))
     np.testing.assert_allclose(rig["shape"], shapes[[0, 2, 3]].mean(0), atol=1e-6)
     np.testing.assert_allclose(rig["expdirs"], arrays["shapedirs"][:, :, 300:330], rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.torch
+def test_cli_default_is_the_installed_flame_else_the_open_head(tmp_path):
+    """No --head, no --flame: FLAME when it is installed (official layout under the assets root), else ICT."""
+    res = _cli(["-o", str(tmp_path / "open.npz")], tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert read_rig(tmp_path / "open.npz")["meta"]["kind"] == "open"
+    geometry = tmp_path / "data" / "assets" / "FLAME" / "geometry"
+    geometry.mkdir(parents=True)
+    write_flame_pkl(geometry / "generic_model.pkl")
+    res = _cli(["-o", str(tmp_path / "flame.npz")], tmp_path)
+    assert res.returncode == 0, res.stderr
+    rig = read_rig(tmp_path / "flame.npz")
+    assert rig["meta"]["kind"] == "flame" and rig["meta"]["model"] == "FLAME 2020"
 
 
 def test_cli_bad_flame_is_a_clear_error(tmp_path):

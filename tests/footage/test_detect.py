@@ -1,4 +1,5 @@
-"""Real mediapipe FaceMesh on real encoded footage with ground-truth motion; FAN's offline failure mode."""
+"""Real MediaPipe Face Landmarker (the vendored bundle) on real encoded footage with ground-truth motion: landmarks,
+ARKit scores, pose, the measured per-face score; FAN's offline failure mode."""
 
 from __future__ import annotations
 
@@ -7,32 +8,39 @@ import pytest
 
 from backend.flame.camera import transform_points
 from backend.footage.detect import (
+    BUNDLE_NAME,
     FAN_FILES,
     IBUG68_FLIP,
     MEDIAPIPE_TO_68,
+    UNOBSERVED_ARKIT,
     FanDetector,
     MediaPipeDetector,
+    distinct_faces,
+    landmarker_bundle,
     make_detector,
+    match_scores,
 )
 from backend.footage.video import open_footage
 from backend.synthetic import clips as synthetic
+from emoca_contract.arkit import ARKIT_INDEX, ARKIT_NAMES
 from emoca_contract.errors import EmocaError
 
 
 def test_mediapipe_tracks_the_astronaut_within_a_few_pixels(astronaut_clip, mp_reference):
     """Tracking mode finds the face in > 90% of frames; its 478 points land where the ground-truth similarity
     puts the still's points (reference = static detection on the still, moved by the clip's transform)."""
-    found, medians = 0, []
+    found, medians, scores = 0, [], []
     with MediaPipeDetector(max_faces=2, tracking=True) as det, open_footage(astronaut_clip.path) as footage:
         for frame in footage:
-            dets = det.detect(frame.image)
+            dets = det.detect(frame.image, frame.time)
             if not dets:
                 continue
             found += 1
             assert len(dets) == 1
             d = dets[0]
             assert d.kind == "mediapipe" and d.landmarks.shape == (478, 2) and d.landmarks.dtype == np.float32
-            assert d.score == 1.0
+            assert 0.5 < d.score <= 1.0  # the bundle's face detector on this frame: a clear face
+            scores.append(d.score)
             gt = transform_points(mp_reference, astronaut_clip.transforms[frame.index, 0])
             err = np.linalg.norm(d.landmarks - gt, axis=1)
             medians.append(np.median(err))
@@ -41,6 +49,61 @@ def test_mediapipe_tracks_the_astronaut_within_a_few_pixels(astronaut_clip, mp_r
     assert found > 0.9 * astronaut_clip.n_frames
     # face height is ~120 px: a few px is a few percent of the face
     assert max(medians) < 3.0 and float(np.mean(medians)) < 2.0
+    # a measured score: it changes with the frame (a constant would be a placeholder, not a measurement)
+    assert len(set(scores)) > len(scores) // 2 and np.std(scores) > 1e-3
+
+
+def test_landmarker_gives_arkit_scores_and_a_pose():
+    """On the astronaut photo (a broad smile, facing the camera): 52 scores in ARKit's order with both smiles
+    high, tongueOut never estimated; a rigid pose in front of the camera, near frontal."""
+    img = synthetic.astronaut_image()
+    with MediaPipeDetector(max_faces=1, tracking=False) as det:
+        (d,) = det.detect(img)
+    assert d.arkit is not None and d.arkit.shape == (len(ARKIT_NAMES),) and d.arkit.dtype == np.float32
+    assert (d.arkit >= 0).all() and (d.arkit <= 1).all()
+    assert all(d.arkit[ARKIT_INDEX[n]] == 0 for n in UNOBSERVED_ARKIT)
+    smile = min(d.arkit[ARKIT_INDEX["mouthSmileLeft"]], d.arkit[ARKIT_INDEX["mouthSmileRight"]])
+    assert smile > 0.5 and smile > d.arkit[ARKIT_INDEX["mouthFrownLeft"]] + 0.3
+    top = {ARKIT_NAMES[i] for i in np.argsort(-d.arkit)[:4]}
+    assert {"mouthSmileLeft", "mouthSmileRight"} <= top
+    m = d.transform
+    assert m is not None and m.shape == (4, 4)
+    r = m[:3, :3].astype(np.float64)
+    np.testing.assert_allclose(r @ r.T, np.eye(3), atol=1e-3)  # a rotation (no scale, no shear)
+    assert np.linalg.det(r) > 0
+    assert m[2, 3] < -10  # centimetres in front of the camera (it looks down -z)
+    assert np.degrees(np.arccos(np.clip((np.trace(r) - 1) / 2, -1, 1))) < 30  # a roughly frontal photo
+
+
+def test_score_matching_is_one_box_per_face():
+    faces = np.array([[0, 0, 10, 10], [20, 0, 30, 10], [50, 50, 60, 60]], np.float64)
+    boxes = np.array([[21, 1, 29, 10], [1, 1, 9, 10]], np.float64)
+    np.testing.assert_allclose(match_scores(faces, boxes, np.array([0.7, 0.9], np.float32)), [0.9, 0.7, 0.0])
+    # one detector box overlapping two faces serves only the better-overlapping one
+    shared = np.array([[2, 0, 12, 10]], np.float64)
+    np.testing.assert_allclose(match_scores(faces, shared, np.array([0.8], np.float32)), [0.8, 0.0, 0.0])
+    assert match_scores(faces, np.zeros((0, 4)), np.zeros(0, np.float32)).tolist() == [0.0, 0.0, 0.0]
+
+
+def test_a_fast_move_gives_one_face_not_a_stale_twin(clip_dir):
+    """A 6-frame pan moves the face ~30 px a frame: VIDEO mode once kept the stale tracked face beside the fresh
+    detection (IoU 0.76, score 0); one face per frame, with its detector's score, is what comes out."""
+    clip = synthetic.make_astronaut_clip(clip_dir / "fast.mp4", n_frames=6)
+    with MediaPipeDetector(tracking=True) as det, open_footage(clip.path) as footage:
+        found = [det.detect(f.image, f.time) for f in footage]
+    assert [len(d) for d in found] == [1] * 6
+    assert all(d[0].score > 0.5 for d in found)
+    boxes = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [30, 0, 40, 10]], np.float64)
+    assert distinct_faces(boxes, np.array([0.0, 0.9, 0.0])) == [1, 2]
+    assert distinct_faces(boxes, np.array([0.5, 0.5, 0.5])) == [0, 2]
+
+
+def test_missing_bundle_names_its_path(tmp_path):
+    with pytest.raises(EmocaError) as e:
+        landmarker_bundle(tmp_path)
+    assert e.value.code == "asset_missing" and str(tmp_path / BUNDLE_NAME) in e.value.message
+    assert landmarker_bundle().is_file() and landmarker_bundle().parent.name == "mediapipe"
+    assert (landmarker_bundle().parent / "LICENSE").is_file()  # Apache-2.0: the licence travels with it
 
 
 def test_no_face_clip_gives_no_detections(clip_dir):

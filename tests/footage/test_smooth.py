@@ -94,7 +94,7 @@ def test_strength_mapping():
     assert SmoothingOptions("off").enabled_groups() == []
     assert SmoothingOptions.make(groups=["pose"]).enabled_groups() == ["pose"]
     meta = o.to_meta()
-    assert meta["method"] == "butterworth" and meta["groups"] == ["pose", "jaw", "cam", "emotion"]
+    assert meta["method"] == "butterworth" and meta["groups"] == ["pose", "jaw", "cam", "emotion", "landmarks"]
 
 
 @pytest.mark.parametrize("kwargs", [dict(method="gauss"), dict(strength=1.5), dict(groups={"nose": GroupOverride()})])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -350,3 +351,20 @@ def test_checkpoint_rule_admits_everything_torch_admits():
     names += [name for _stub, name in pickles.lightning_callback_stubs()]
     refused = [n for n in names if not pickles.checkpoint_global_allowed(*n.rsplit(".", 1))]
     assert len(names) > 100 and refused == []
+
+
+@pytest.mark.parametrize("fmt", ["plain pickle", "legacy torch.save"])
+def test_old_format_malicious_checkpoint_is_unsafe_not_corrupt(tmp_path, fmt):
+    """Issue 13 case 8: a non-zip malicious ``.ckpt`` was refused but labelled "truncated or corrupt"."""
+    marker = tmp_path / "pwned"
+    path = tmp_path / "old.ckpt"
+    obj = {"state_dict": {"w": torch.zeros(2)}, "hyper_parameters": ck._Evil(str(marker))}
+    if fmt == "plain pickle":
+        path.write_bytes(pickle.dumps(obj, protocol=2))
+    else:
+        torch.save(obj, path, _use_new_zipfile_serialization=False)
+    with pytest.raises(EmocaError) as e:
+        loading.safe_torch_load(path)
+    assert e.value.code == "unsafe_file", e.value.message
+    assert "mkdir" in e.value.message and "corrupt" not in e.value.message and str(path) in e.value.message
+    assert not marker.exists()

@@ -19,7 +19,9 @@ from emoca_contract.errors import EmocaError
 
 BENCHMARKS: dict[str, str] = {
     "capture": "backend.app.bench.capture:run",
+    "open_capture": "backend.app.bench.capture:run_open",
     "render": "backend.app.bench.render:run",
+    "precision": "backend.app.bench.precision:run",
     "train": "backend.app.bench.train:run",
     "blender": "python -m emoca_blender.bench",
 }

@@ -1,0 +1,268 @@
+"""Renders of the ICT head (the open rig, backend.ict.rig) performing known ARKit weights and head poses.
+
+Test clips for the open path and the demo, with ground truth. The head is posed the way the Blender rig poses it
+(:func:`backend.ict.rig.pose_rig`: ARKit shapes, the eye and jaw drivers, skinning; the head rotation on the head
+bone about the skull base) and drawn with the project's rasterizer (backend.render) in the rig's material colours:
+skin, lips, brows, the upper-lid line, irises and pupils (the Face Landmarker reads blinks, brows and gaze from
+those), under a soft key and fill light.
+
+Camera (the take's camera frame): a pinhole at the origin looking down -Z, x right, y up, z towards the viewer;
+``focal`` in pixels, the principal point at the frame's centre ((W - 1) / 2, (H - 1) / 2: frame pixels index
+pixel centres). A head pose is the head bone's rotation (axis-angle, radians, camera frame) and the translation
+(metres) of the rig's origin; by default the head sits :data:`DISTANCE` metres in front of the camera.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from backend.ict.data import load_ict, triangles
+from backend.ict.rig import build_open_rig, pose_rig
+from backend.render.rasterize import interpolate_face_attributes, rasterize
+from backend.render.shading import vertex_normals
+from emoca_contract.arkit import ARKIT_INDEX, ARKIT_NAMES
+
+DISTANCE = 0.6  # metres from the camera to the rig's origin
+KEY_LIGHT = (-0.35, 0.45, 1.0)  # camera frame: from the upper left, in front
+FILL_LIGHT = (0.6, -0.1, 0.8)
+AMBIENT, KEY, FILL = 0.38, 0.55, 0.2
+BACKGROUND = (0.32, 0.34, 0.36)  # linear RGB
+
+
+@dataclass(frozen=True)
+class IctScene:
+    """The rig and what drawing it needs: triangles (T, 3) vertex ids, their material colour (T, 3) linear RGB."""
+
+    rig: dict[str, Any]
+    faces: torch.Tensor
+    colors: torch.Tensor
+    shape_index: np.ndarray  # (S,) the ARKit column of each rig shape
+
+
+_SCENE: dict[int, IctScene] = {}
+
+
+def ict_scene() -> IctScene:
+    """The ICT rig ready to draw (cached)."""
+    if 0 not in _SCENE:
+        rig = build_open_rig(load_ict())
+        corners = triangles(rig["poly_sizes"])
+        poly = np.repeat(np.arange(len(rig["poly_sizes"])), np.asarray(rig["poly_sizes"]) - 2)
+        colors = np.asarray(rig["material_colors"])[np.asarray(rig["poly_materials"])[poly], :3]
+        _SCENE[0] = IctScene(
+            rig=rig,
+            faces=torch.as_tensor(np.asarray(rig["poly_vertices"])[corners]).long(),
+            colors=torch.as_tensor(colors, dtype=torch.float32),
+            shape_index=np.array([ARKIT_INDEX[str(n)] for n in rig["shape_names"]]),
+        )
+    return _SCENE[0]
+
+
+def arkit_matrix(weights: Mapping[str, Sequence[float] | float], n_frames: int) -> np.ndarray:
+    """ARKit weights by channel name -> (N, 52) in ARKit order (channels not named are 0)."""
+    out = np.zeros((n_frames, len(ARKIT_NAMES)), np.float32)
+    for name, value in weights.items():
+        out[:, ARKIT_INDEX[name]] = value
+    return out
+
+
+def to_srgb(linear: torch.Tensor) -> torch.Tensor:
+    """Linear RGB in [0, 1] -> sRGB-encoded values (the image a camera writes)."""
+    c = linear.clamp(0, 1)
+    return torch.where(c <= 0.0031308, 12.92 * c, 1.055 * c.pow(1 / 2.4) - 0.055)
+
+
+def project(verts: torch.Tensor, size: tuple[int, int], focal: float) -> torch.Tensor:
+    """Camera-frame vertices (K, V, 3) -> the rasterizer's coordinates (x right, y down in [-1, 1] across the
+    frame, z = distance: smaller is nearer)."""
+    w, h = size
+    depth = -verts[..., 2]
+    px = (w - 1) / 2 + focal * verts[..., 0] / depth
+    py = (h - 1) / 2 - focal * verts[..., 1] / depth
+    return torch.stack([(2 * px + 1) / w - 1, (2 * py + 1) / h - 1, depth], -1)
+
+
+def facing_camera(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """Which triangles (T,) face the camera in at least one frame of ``verts`` (K, V, 3): the ones worth drawing
+    (the mesh is closed where it can be seen and wound counter-clockwise seen from outside)."""
+    a, b, c = verts[:, faces[:, 0]], verts[:, faces[:, 1]], verts[:, faces[:, 2]]
+    return ((torch.cross(b - a, c - a, dim=-1) * -a).sum(-1) > 0).any(0)
+
+
+def shade(normals: torch.Tensor, albedo: torch.Tensor) -> torch.Tensor:
+    """Soft Lambert lighting (ambient, key, fill) of unit normals (..., 3) and linear albedo (..., 3)."""
+    out = torch.full_like(albedo[..., :1], AMBIENT)
+    for direction, strength in ((KEY_LIGHT, KEY), (FILL_LIGHT, FILL)):
+        d = torch.tensor(direction, dtype=normals.dtype)
+        out = out + strength * (normals @ (d / d.norm())).clamp(min=0)[..., None]
+    return albedo * out
+
+
+def render_frames(
+    arkit: np.ndarray,
+    head_rotation: np.ndarray | None = None,
+    translation: np.ndarray | None = None,
+    size: tuple[int, int] = (512, 512),
+    focal: float | None = None,
+) -> np.ndarray:
+    """Draw the ICT head: ARKit weights (K, 52) in ARKit order, head rotation (K, 3) axis-angle, translation
+    (K, 3) metres (default: :data:`DISTANCE` in front), size (W, H), focal length in pixels (default: 1.6 H, a
+    portrait lens). Returns sRGB images (K, H, W, 3) uint8."""
+    scene = ict_scene()
+    arkit = np.atleast_2d(np.asarray(arkit, np.float64))
+    k = len(arkit)
+    w, h = size
+    focal = float(focal) if focal is not None else 1.6 * h
+    rot = np.zeros((k, 3)) if head_rotation is None else np.asarray(head_rotation, np.float64).reshape(k, 3)
+    t = np.tile([0.0, 0.0, -DISTANCE], (k, 1)) if translation is None else np.asarray(translation).reshape(k, 3)
+    verts = torch.as_tensor(pose_rig(scene.rig, arkit[:, scene.shape_index], rot) + t[:, None], dtype=torch.float32)
+    normals = vertex_normals(verts, scene.faces)
+    keep = facing_camera(verts, scene.faces)
+    faces = scene.faces[keep]
+    frag = rasterize(project(verts, size, focal), faces, (h, w))
+    attrs = torch.cat([normals[:, faces], scene.colors[keep][None, :, None].expand(k, -1, 3, -1)], -1)
+    vals = interpolate_face_attributes(frag.face_index, frag.bary_coords, attrs)
+    n = vals[..., :3] / vals[..., :3].norm(dim=-1, keepdim=True).clamp(min=1e-8)
+    color = shade(n, vals[..., 3:6])
+    image = torch.where(frag.mask[..., None], color, torch.tensor(BACKGROUND))
+    return (to_srgb(image) * 255 + 0.5).to(torch.uint8).numpy()
+
+
+def landmarks_2d(
+    arkit: np.ndarray, head_rotation: np.ndarray, translation: np.ndarray, size: tuple[int, int], focal: float
+) -> np.ndarray:
+    """The rig's 68 landmark vertices in frame pixels (K, 68, 2) for the same pose as :func:`render_frames`."""
+    scene = ict_scene()
+    verts = pose_rig(scene.rig, np.atleast_2d(arkit)[:, scene.shape_index], head_rotation)
+    p = verts[:, np.asarray(scene.rig["landmark_indices"])] + translation[:, None]
+    w, h = size
+    return np.stack([(w - 1) / 2 + focal * p[..., 0] / -p[..., 2], (h - 1) / 2 - focal * p[..., 1] / -p[..., 2]], -1)
+
+
+def write_ict_clip(
+    path: str | Path,
+    arkit: np.ndarray,
+    head_rotation: np.ndarray | None = None,
+    fps: float = 25.0,
+    size: tuple[int, int] = (640, 480),
+    translation: np.ndarray | None = None,
+    crf: int = 16,
+    chunk: int = 4,
+) -> dict[str, Any]:
+    """Encode an H.264 clip of the ICT head performing ``arkit`` (N, 52) with ``head_rotation`` (N, 3) and
+    return the ground truth: path, fps, size, focal, n_frames, arkit, global_pose, translation (N, 3) metres,
+    landmarks2d (N, 68, 2) frame pixels, head (the model's name)."""
+    import av
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arkit = np.atleast_2d(np.asarray(arkit, np.float32))
+    n = len(arkit)
+    rot = np.zeros((n, 3), np.float32) if head_rotation is None else np.asarray(head_rotation, np.float32)
+    t = np.tile(np.array([0.0, 0.0, -DISTANCE], np.float32), (n, 1)) if translation is None else np.asarray(translation)
+    w, h = size
+    focal = 1.6 * h
+    container = av.open(str(path), "w", options={"movflags": "faststart"})
+    try:
+        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.options = {"crf": str(crf), "preset": "veryfast", "g": "12"}
+        for s in range(0, n, chunk):
+            sl = slice(s, min(s + chunk, n))
+            for img in render_frames(arkit[sl], rot[sl], t[sl], size, focal):
+                for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")):
+                    container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    finally:
+        container.close()
+    return {
+        "path": path,
+        "fps": float(fps),
+        "size": (w, h),
+        "focal": focal,
+        "n_frames": n,
+        "arkit": arkit,
+        "global_pose": rot,
+        "translation": np.asarray(t, np.float32),
+        "landmarks2d": landmarks_2d(arkit, rot, t, size, focal).astype(np.float32),
+        "head": ict_scene().rig["meta"]["model"],
+    }
+
+
+# ---------------------------------------------------------------------------------------------- read back
+def detect(images: np.ndarray) -> dict[str, np.ndarray]:
+    """Read sRGB images (K, H, W, 3) back with the capture's detector (backend.footage.detect's Face Landmarker,
+    IMAGE mode): the 52 ARKit scores (K, 52) in ARKit order and the face transformation's rotation part (K, 3, 3)
+    (camera frame); rows without a face are NaN."""
+    from backend.footage.detect import MediaPipeDetector
+
+    scores = np.full((len(images), len(ARKIT_NAMES)), np.nan, np.float32)
+    rotation = np.full((len(images), 3, 3), np.nan)
+    with MediaPipeDetector(max_faces=1, tracking=False) as detector:
+        for i, img in enumerate(images):
+            found = detector.detect(np.ascontiguousarray(img))
+            if found and found[0].arkit is not None and found[0].transform is not None:
+                scores[i] = found[0].arkit
+                rotation[i] = found[0].transform[:3, :3]
+    return {"arkit": scores, "rotation": rotation}
+
+
+def mirror_name(name: str) -> str | None:
+    """The other side's channel (``mouthSmileLeft`` -> ``mouthSmileRight``), None for a central one."""
+    for a, b in (("Left", "Right"), ("Right", "Left")):
+        if name.endswith(a):
+            return name[: -len(a)] + b
+    return None
+
+
+def channel_response(
+    channels: Sequence[str] | None = None,
+    weights: Sequence[float] = (0.0, 0.5, 1.0),
+    size: tuple[int, int] = (512, 512),
+) -> dict[str, dict[str, list[float]]]:
+    """Each channel rendered alone at each weight and read back by the Face Landmarker: channel ->
+    {"weight": [...], "same": [the detector's score of that channel], "mirror": [its other side's score]}
+    (mirror empty for central channels). A channel ``a+b`` drives both at the weight and reads their mean (a
+    blink of both eyes, a smile of both sides). Default: every channel the rig has, then both eyes' blink and
+    both sides' smile."""
+    scene = ict_scene()
+    both = ["eyeBlinkLeft+eyeBlinkRight", "mouthSmileLeft+mouthSmileRight"]
+    channels = list(channels or [str(n) for n in scene.rig["shape_names"]] + both)
+    weights = [float(w) for w in weights]
+    arkit = np.concatenate([arkit_matrix(dict.fromkeys(name.split("+"), w), 1) for name in channels for w in weights])
+    scores = np.concatenate([detect(render_frames(arkit[i : i + 8], size=size))["arkit"]
+                             for i in range(0, len(arkit), 8)])  # fmt: skip
+    out: dict[str, dict[str, list[float]]] = {}
+    for c, name in enumerate(channels):
+        rows = scores[c * len(weights) : (c + 1) * len(weights)]
+        parts = name.split("+")
+        other = mirror_name(name) if len(parts) == 1 else None
+        out[name] = {
+            "weight": weights,
+            "same": [float(v) for v in rows[:, [ARKIT_INDEX[n] for n in parts]].mean(1)],
+            "mirror": [float(v) for v in rows[:, ARKIT_INDEX[other]]] if other else [],
+        }
+    return out
+
+
+def response_table(response: Mapping[str, Mapping[str, list[float]]]) -> str:
+    """A markdown table of :func:`channel_response`: detected score at each weight (and the mirror channel's)."""
+    weights = next(iter(response.values()))["weight"]
+    head = "| channel | " + " | ".join(f"at {w:g}" for w in weights) + " | other side at 1 |"
+    lines = [head, "|---" * (len(weights) + 2) + "|"]
+    for name, r in response.items():
+        mirror = f"{r['mirror'][-1]:.2f}" if r["mirror"] else ""
+        lines.append(f"| `{name}` | " + " | ".join(f"{v:.2f}" for v in r["same"]) + f" | {mirror} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m backend.synthetic.ict_clip: print the response table (docs/rig.md)
+    print(response_table(channel_response()))
