@@ -3,17 +3,26 @@
     rec = FaceReconstructor.from_paths(model, flame)       # given files; no model: an UNTRAINED demo network
     out = rec.reconstruct(crops)                           # crops: (B,3,224,224) float [0,1] or (B,224,224,3) uint8
 
-Encoders run in eval mode under ``torch.inference_mode``; on CUDA with bf16 autocast and channels_last (the
-FLAME decode always runs in float32). Without a trained model the network is randomly initialised (seeded),
-driven on the synthetic test head, and says so: ``info['trained'] is False`` plus a warning.
+Encoders run in eval mode under ``torch.inference_mode``. Precision (``precision=``, :data:`PRECISIONS`):
+
+* ``"fp32"`` (the default): the plain float32 network in NCHW, bit for bit what ``EmocaNet.encode`` gives.
+* ``"bf16"``: bf16 autocast with channels_last weights and inputs, on CUDA and on CPUs with native bf16
+  (x86 ``avx512_bf16`` / ``amx_bf16``, Arm ``bf16``; elsewhere oneDNN emulates it, slowly, with a warning).
+* ``"auto"``: bf16 where it is native (measured on a 2-core avx512_bf16 CPU: about 2x faster, exp within a few
+  thousandths of fp32, vertices within half a millimetre: docs/benchmarks.md "CPU precision"), fp32 elsewhere.
+
+The FLAME decode always runs in float32 and every output is float32. Without a trained model the network is
+randomly initialised (seeded), driven on the synthetic test head, and says so: ``info['trained'] is False``
+plus a warning.
 """
 
 from __future__ import annotations
 
 import os
+import platform
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -39,6 +48,12 @@ UNTRAINED_WARNING = (
 )
 
 
+Precision = Literal["fp32", "bf16", "auto"]
+PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16", "auto")
+# /proc/cpuinfo flags that mean the CPU computes bf16 dot products natively (oneDNN's bf16 kernels use them)
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -46,6 +61,55 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise EmocaError("device_unavailable", f"device {device!r} was asked for, but CUDA is not available")
     return dev
+
+
+def cpu_flags(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> frozenset[str]:
+    """The CPU feature flags of the first processor (x86 ``flags``, Arm ``Features``); empty where unreadable
+    (not Linux)."""
+    try:
+        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+def cpu_has_native_bf16(flags: frozenset[str] | None = None) -> bool:
+    """True when oneDNN has bf16 kernels here (torch's check) AND the CPU computes bf16 natively (its flags);
+    torch's check alone is also true on plain AVX-512, where bf16 is emulated and slower than fp32."""
+    if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+        return False
+    return bool((cpu_flags() if flags is None else flags) & NATIVE_BF16_FLAGS)
+
+
+def cuda_has_native_bf16(device: torch.device) -> bool:
+    """Ampere or newer (compute capability 8+): bf16 tensor cores."""
+    return torch.cuda.get_device_capability(device)[0] >= 8
+
+
+def resolve_precision(precision: str, device: torch.device) -> tuple[torch.dtype | None, list[str]]:
+    """(autocast dtype or None for plain float32, warnings) for ``precision`` on ``device``.
+
+    ``auto`` picks bf16 only where it is native; an explicit ``bf16`` where it is emulated runs, with a warning.
+    """
+    if precision not in PRECISIONS:
+        raise EmocaError(
+            "config_invalid",
+            f"precision {precision!r} is not one of {', '.join(PRECISIONS)}",
+            "fp32 is the exact reference; bf16 is faster on CUDA and on CPUs with native bf16; auto picks.",
+        )
+    if precision == "fp32":
+        return None, []
+    native = cuda_has_native_bf16(device) if device.type == "cuda" else cpu_has_native_bf16()
+    if precision == "auto":
+        return (torch.bfloat16 if native else None), []
+    if native:
+        return torch.bfloat16, []
+    where = "this GPU (before compute capability 8)" if device.type == "cuda" else f"this CPU ({platform.machine()})"
+    return torch.bfloat16, [f"bf16 is emulated on {where}: it is likely slower than fp32 (--precision fp32|auto)"]
 
 
 def _load_flame(flame: Any) -> FlameData:
@@ -95,28 +159,47 @@ def _code_layer(encoder: Any) -> torch.nn.Linear:
     return encoder.layers[2]
 
 
+def _as_cpu_or_device_tensor(crops: Any) -> torch.Tensor:
+    """A 4-D tensor sharing ``crops``' memory where it can: uint8 stays uint8 (B,H,W,3), floats become float32."""
+    if isinstance(crops, np.ndarray):
+        arr = crops[None] if crops.ndim == 3 else crops
+        if arr.dtype == np.uint8:
+            if arr.shape[-1] != 3:
+                raise ValueError(f"uint8 crops must be (B, H, W, 3), got {crops.shape}")
+            return torch.from_numpy(np.ascontiguousarray(arr))
+        return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+    if isinstance(crops, torch.Tensor):
+        return crops[None] if crops.ndim == 3 else crops
+    raise TypeError(f"crops must be a numpy array or a torch tensor, got {type(crops).__name__}")
+
+
 class FaceReconstructor:
-    """EMOCA/DECA network + FLAME layer on one device. ``info``: name, trained, flame, device, dtype, warnings."""
+    """EMOCA/DECA network + FLAME layer on one device. ``info``: name, trained, flame, device, dtype
+    (float32 | bfloat16: what the encoders compute in), precision (as asked), warnings."""
 
     def __init__(
         self,
         net: EmocaNet,
         flame_layer: torch.nn.Module,
         device: torch.device,
-        dtype: torch.dtype | None = None,
+        precision: str = "fp32",
         info: dict | None = None,
     ):
         self.device = device
-        self.autocast_dtype = dtype if dtype is not None else (torch.bfloat16 if device.type == "cuda" else None)
-        if self.autocast_dtype == torch.float32:
-            self.autocast_dtype = None
+        self.autocast_dtype, notes = resolve_precision(precision, device)
+        # channels_last goes with bf16 only: in fp32 it changes the convolutions' summation order (~1e-6)
+        self.channels_last = self.autocast_dtype is not None
         self.net = net.to(device).eval()
-        if device.type == "cuda":
+        if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.flame = flame_layer.to(device=device, dtype=torch.float32).eval()
         self.info = dict(info or {})
         self.info.setdefault("warnings", [])
+        self.info["warnings"] = [*self.info["warnings"], *notes]
+        for note in notes:
+            warnings.warn(note, stacklevel=3)
         self.info["device"] = str(device)
+        self.info["precision"] = precision
         self.info["dtype"] = str(self.autocast_dtype or torch.float32).replace("torch.", "")
 
     # ---- construction ----------------------------------------------------------------------------------------
@@ -126,7 +209,7 @@ class FaceReconstructor:
         model: str | os.PathLike | None = None,
         flame: Any = None,
         device: str = "auto",
-        dtype: torch.dtype | None = None,
+        precision: str = "fp32",
         landmarks: Any = None,
         mediapipe: Any = None,
         checkpoint_mode: str = "best",
@@ -136,7 +219,8 @@ class FaceReconstructor:
         """model: EMOCA model folder or ``deca_model.tar``; flame: ``generic_model.pkl`` (or a FlameData);
         landmarks: ``landmark_embedding.npy`` (default: beside the FLAME file, the official layout). With no
         model, an UNTRAINED network on the synthetic head (``info['trained'] = False``). What is installed is
-        the caller's to find (``backend.assets.resolve_capture``)."""
+        the caller's to find (``backend.assets.resolve_capture``). precision: fp32 (the default: exact, what
+        every caller gets unless it asks) | bf16 | auto (module docstring; capture passes ``--precision``)."""
         dev = resolve_device(device)
         if flame is not None and not isinstance(flame, FlameData):
             beside = Path(flame).parent
@@ -146,7 +230,7 @@ class FaceReconstructor:
                 mediapipe = beside / "mediapipe_landmark_embedding.npz"
 
         if model is None:
-            return cls._untrained(dev, dtype, flame, landmarks, mediapipe, seed)
+            return cls._untrained(dev, precision, flame, landmarks, mediapipe, seed)
 
         if flame is None:
             raise EmocaError(
@@ -172,10 +256,10 @@ class FaceReconstructor:
         info["flame_source"] = str(flame_data.source)
         for w in info["warnings"]:
             warnings.warn(w, stacklevel=2)
-        return cls(net, FLAME(flame_data, emb, mp), dev, dtype, info)
+        return cls(net, FLAME(flame_data, emb, mp), dev, precision, info)
 
     @classmethod
-    def _untrained(cls, dev, dtype, flame, landmarks, mediapipe, seed) -> FaceReconstructor:
+    def _untrained(cls, dev, precision, flame, landmarks, mediapipe, seed) -> FaceReconstructor:
         if flame is not None:
             head, emb = _load_flame(flame), _load_landmarks(landmarks)
         else:
@@ -199,37 +283,32 @@ class FaceReconstructor:
             "seed": seed,
             "warnings": [UNTRAINED_WARNING],
         }
-        return cls(net, FLAME(head, emb, _load_mediapipe(mediapipe)), dev, dtype, info)
+        return cls(net, FLAME(head, emb, _load_mediapipe(mediapipe)), dev, precision, info)
 
     # ---- inference -------------------------------------------------------------------------------------------
     def to_tensor(self, crops: Any) -> torch.Tensor:
-        """(B,3,224,224) float [0,1] tensor/array, or (B,224,224,3) / (224,224,3) uint8 -> float32 on device."""
-        if isinstance(crops, np.ndarray):
-            arr = crops[None] if crops.ndim == 3 else crops
-            if arr.dtype == np.uint8:
-                if arr.shape[-1] != 3:
-                    raise ValueError(f"uint8 crops must be (B, H, W, 3), got {crops.shape}")
-                t = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float().div_(255.0)
-            else:
-                t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
-        elif isinstance(crops, torch.Tensor):
-            t = crops[None] if crops.ndim == 3 else crops
-            if t.dtype == torch.uint8:
-                t = (t.permute(0, 3, 1, 2) if t.shape[-1] == 3 else t).float() / 255.0
-        else:
-            raise TypeError(f"crops must be a numpy array or a torch tensor, got {type(crops).__name__}")
+        """(B,3,224,224) float [0,1] tensor/array, or (B,224,224,3) / (224,224,3) uint8 -> float32 on device.
+
+        uint8 crops travel as uint8 (a quarter of the bytes) and become float on the device; on CUDA the host
+        copy is pinned so that the transfer is asynchronous."""
+        t = _as_cpu_or_device_tensor(crops)
+        if t.device.type == "cpu" and self.device.type == "cuda":
+            t = t.pin_memory()
+        t = t.to(self.device, non_blocking=True)
+        if t.dtype == torch.uint8:
+            t = (t.permute(0, 3, 1, 2) if t.shape[-1] == 3 else t).float().div_(255.0)
         if t.ndim != 4 or t.shape[1:] != (3, CROP_SIZE, CROP_SIZE):
             raise ValueError(
                 f"crops must be (B, 3, {CROP_SIZE}, {CROP_SIZE}) float or (B, {CROP_SIZE}, {CROP_SIZE}, 3) uint8; "
                 f"got {tuple(t.shape)}"
             )
-        return t.to(self.device, torch.float32, non_blocking=True)
+        return t.to(torch.float32)
 
     def encode(self, crops: Any, detail: bool = True) -> dict[str, torch.Tensor]:
         """-> shape (B,100), tex (B,50), exp (B,50), pose (B,6), cam (B,3), light (B,9,3), detail (B,128) float32."""
         x = self.to_tensor(crops)
         with torch.inference_mode():
-            if self.device.type == "cuda":
+            if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             if self.autocast_dtype is not None:
                 with torch.autocast(self.device.type, dtype=self.autocast_dtype):

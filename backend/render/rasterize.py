@@ -17,7 +17,9 @@ covers a pixel is a discrete choice made under no_grad).
 
 Efficiency: faces are processed vectorised, each over the pixel centres of its own bounding box; faces are
 grouped by bounding-box size so that a chunk never enumerates more than ``max_candidates`` (face, pixel)
-pairs, which bounds memory whatever the mix of tiny and image-sized triangles.
+pairs, which bounds memory whatever the mix of tiny and image-sized triangles. Only the (face, pixel) pairs
+inside a face are kept (about the covered area times the depth complexity), and one scatter-min over all of
+them is the depth test; attributes are interpolated at covered pixels only.
 """
 
 from __future__ import annotations
@@ -69,61 +71,83 @@ def _edge_barycentrics(fv: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> 
     return w, area.squeeze(-1)
 
 
-@torch.no_grad()
-def _visible_faces(fv: torch.Tensor, height: int, width: int, max_candidates: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Z-buffer pass (no gradients): the nearest covering face per pixel.
+def _inside(tri: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor) -> torch.Tensor:
+    """Whether pixel centres (cx, cy) (n, K) lie in triangles tri (n, 3, 2) (pixel units), edges included:
+    each edge function has the sign of the signed area (the barycentrics' signs, without the division)."""
+    x0, y0 = tri[:, 0, 0:1], tri[:, 0, 1:2]
+    x1, y1 = tri[:, 1, 0:1], tri[:, 1, 1:2]
+    x2, y2 = tri[:, 2, 0:1], tri[:, 2, 1:2]
+    sign = torch.sign((x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0))
+    inside = ((x2 - x1) * (cy - y1) - (y2 - y1) * (cx - x1)) * sign >= 0
+    inside &= ((x0 - x2) * (cy - y2) - (y0 - y2) * (cx - x2)) * sign >= 0
+    inside &= ((x1 - x0) * (cy - y0) - (y1 - y0) * (cx - x0)) * sign >= 0
+    return inside
 
-    fv (B, F, 3, 3) face corners in normalised coords -> (face index (B, H*W) int64 with -1 = none,
-    depth (B, H*W)).
-    """
-    B, F = fv.shape[:2]
-    dev = fv.device
-    px = _to_pixels(fv[..., 0], width)
-    py = _to_pixels(fv[..., 1], height)
-    z = fv[..., 2]
+
+def _face_boxes(fv: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, ...]:
+    """Per face (packed b*F+f): corners in pixel units px, py (B*F, 3), depth z (B*F, 3), the box of pixel
+    centres it may cover x_lo, x_hi, y_lo, y_hi (B*F,), and whether it can cover any (valid, (B*F,) bool)."""
+    px = _to_pixels(fv[..., 0], width).reshape(-1, 3)
+    py = _to_pixels(fv[..., 1], height).reshape(-1, 3)
+    z = fv[..., 2].reshape(-1, 3)
     x_lo = torch.ceil(px.amin(-1)).clamp(min=0)
     x_hi = torch.floor(px.amax(-1)).clamp(max=width - 1)
     y_lo = torch.ceil(py.amin(-1)).clamp(min=0)
     y_hi = torch.floor(py.amax(-1)).clamp(max=height - 1)
-    area = (px[..., 1] - px[..., 0]) * (py[..., 2] - py[..., 0]) - (px[..., 2] - px[..., 0]) * (py[..., 1] - py[..., 0])
+    area = (px[:, 1] - px[:, 0]) * (py[:, 2] - py[:, 0]) - (px[:, 2] - px[:, 0]) * (py[:, 1] - py[:, 0])
     valid = (x_hi >= x_lo) & (y_hi >= y_lo) & (area.abs() > 1e-12) & torch.isfinite(area)
-    flat = torch.nonzero(valid.reshape(-1), as_tuple=False).squeeze(1)  # packed b*F+f
+    return px, py, z, x_lo, x_hi, y_lo, y_hi, valid
+
+
+@torch.no_grad()
+def _visible_faces(fv: torch.Tensor, height: int, width: int, max_candidates: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Z-buffer pass (no gradients): the nearest covering face per pixel; equal depths go to the lowest face
+    index, whatever the chunking.
+
+    fv (B, F, 3, 3) face corners in normalised coords -> (face index (B, H*W) int64 with -1 = none,
+    depth (B, H*W)). Faces are enumerated over their own boxes, grouped by box side (one sort), in chunks of at
+    most ``max_candidates`` (face, pixel) pairs; only the pairs inside a face are kept, then ONE scatter-min
+    over all of them picks the depth and a second the face.
+    """
+    B, F = fv.shape[:2]
+    dev = fv.device
     npix = height * width
+    px, py, z, x_lo, x_hi, y_lo, y_hi, valid = _face_boxes(fv, height, width)
+    flat = torch.nonzero(valid, as_tuple=False).squeeze(1)  # packed b*F+f
     zbuf = torch.full((B * npix,), float("inf"), device=dev, dtype=fv.dtype)
     fbuf = torch.full((B * npix,), -1, device=dev, dtype=torch.long)
     if flat.numel() == 0:
         return fbuf.view(B, npix), zbuf.view(B, npix)
-    side = torch.maximum(x_hi - x_lo, y_hi - y_lo).reshape(-1)[flat].long() + 1  # square box side
-    big = torch.iinfo(torch.long).max
-    for s in torch.unique(side).tolist():  # few distinct sizes: group faces whose boxes have the same side
-        group = flat[side == s]
+    side = torch.maximum(x_hi[flat] - x_lo[flat], y_hi[flat] - y_lo[flat]).long() + 1  # square box side
+    side, order = torch.sort(side, stable=True)
+    flat = flat[order]
+    sizes, counts = torch.unique_consecutive(side, return_counts=True)
+    pix_parts, z_parts, f_parts = [], [], []
+    start = 0
+    for s, count in zip(sizes.tolist(), counts.tolist()):  # few distinct sizes: one box shape per group
+        group = flat[start : start + count]
+        start += count
+        offs = torch.arange(s, device=dev, dtype=fv.dtype)
+        oy, ox = (o.reshape(-1) for o in torch.meshgrid(offs, offs, indexing="ij"))
         per_chunk = max(1, max_candidates // (s * s))
-        offs = torch.arange(s, device=dev)
-        oy, ox = torch.meshgrid(offs, offs, indexing="ij")
-        oy, ox = oy.reshape(-1).to(fv.dtype), ox.reshape(-1).to(fv.dtype)
-        for start in range(0, group.numel(), per_chunk):
-            ids = group[start : start + per_chunk]
-            b = ids // F
-            xl, xh = x_lo.reshape(-1)[ids, None], x_hi.reshape(-1)[ids, None]
-            yl, yh = y_lo.reshape(-1)[ids, None], y_hi.reshape(-1)[ids, None]
-            cx = xl + ox  # (n, s*s)
-            cy = yl + oy
-            tri = torch.stack([px.reshape(-1, 3)[ids], py.reshape(-1, 3)[ids]], dim=-1)  # (n, 3, 2)
-            w, _ = _edge_barycentrics(tri, cx, cy)
-            inside = (cx <= xh) & (cy <= yh) & (w >= 0).all(-1)
-            zc = (w * z.reshape(-1, 3)[ids][:, None, :]).sum(-1)
+        for a in range(0, group.numel(), per_chunk):
+            ids = group[a : a + per_chunk]
+            cx = x_lo[ids, None] + ox  # (n, s*s) pixel centres of each face's box
+            cy = y_lo[ids, None] + oy
+            tri = torch.stack([px[ids], py[ids]], dim=-1)  # (n, 3, 2)
+            inside = (cx <= x_hi[ids, None]) & (cy <= y_hi[ids, None]) & _inside(tri, cx, cy)
             n_idx, k_idx = torch.nonzero(inside, as_tuple=True)
-            if n_idx.numel() == 0:
-                continue
-            pix = b[n_idx] * npix + cy[n_idx, k_idx].long() * width + cx[n_idx, k_idx].long()
-            zz = zc[n_idx, k_idx]
-            fid = (ids % F)[n_idx]
-            cz = torch.full_like(zbuf, float("inf")).scatter_reduce_(0, pix, zz, "amin")
-            win = zz == cz[pix]  # nearest in this chunk; ties -> lowest face index (deterministic)
-            cf = torch.full_like(fbuf, big).scatter_reduce_(0, pix[win], fid[win], "amin")
-            better = cz < zbuf
-            zbuf = torch.where(better, cz, zbuf)
-            fbuf = torch.where(better, cf, fbuf)
+            qx, qy = cx[n_idx, k_idx], cy[n_idx, k_idx]
+            pix_parts.append((ids[n_idx] // F) * npix + qy.long() * width + qx.long())
+            w, _ = _edge_barycentrics(tri[n_idx], qx[:, None], qy[:, None])  # depth only where inside
+            z_parts.append((w[:, 0] * z[ids[n_idx]]).sum(-1))
+            f_parts.append(ids[n_idx] % F)
+    pix, zz, fid = torch.cat(pix_parts), torch.cat(z_parts), torch.cat(f_parts)
+    zbuf.scatter_reduce_(0, pix, zz, "amin")
+    win = zz == zbuf[pix]  # the nearest; ties -> lowest face index (deterministic)
+    big = torch.iinfo(torch.long).max
+    fbuf = torch.full_like(fbuf, big).scatter_reduce_(0, pix[win], fid[win], "amin")
+    fbuf = torch.where(fbuf == big, torch.full_like(fbuf, -1), fbuf)
     return fbuf.view(B, npix), zbuf.view(B, npix)
 
 
@@ -179,14 +203,17 @@ def interpolate_face_attributes(face_index: torch.Tensor, bary: torch.Tensor, fa
     """Barycentric interpolation of per-face-corner attributes at each pixel.
 
     face_index (B, H, W) (-1 = none), bary (B, H, W, 3), face_attrs (B, F, 3, D) -> (B, H, W, D), 0 where empty.
+    Only covered pixels are computed (one (1, 3) x (3, D) product each); empty ones stay exactly 0.
     """
     B, H, W = face_index.shape
     D = face_attrs.shape[-1]
-    idx = face_index.clamp(min=0).view(B, H * W)
-    attrs = torch.gather(face_attrs.reshape(B, -1, 3 * D), 1, idx[..., None].expand(-1, -1, 3 * D))
-    attrs = attrs.view(B, H, W, 3, D)
-    out = (bary[..., None] * attrs).sum(-2)
-    return out * (face_index >= 0)[..., None].to(out.dtype)
+    dtype = torch.promote_types(bary.dtype, face_attrs.dtype)
+    flat = face_index.view(B, H * W)
+    b, p = torch.nonzero(flat >= 0, as_tuple=True)
+    corners = face_attrs.to(dtype)[b, flat[b, p]]  # (N, 3, D)
+    w = bary.to(dtype).view(B, H * W, 3)[b, p]  # (N, 3)
+    vals = torch.bmm(w.unsqueeze(1), corners).squeeze(1)  # (N, D)
+    return face_attrs.new_zeros(B, H * W, D, dtype=dtype).index_put((b, p), vals).view(B, H, W, D)
 
 
 class Rasterizer(torch.nn.Module):

@@ -64,16 +64,16 @@ def render_mesh(
     alpha = frag.mask[:, None].to(vertices.dtype)
 
     tnormals = vertex_normals(vertices, faces)  # projected space
-    flip = torch.tensor(_FLIP_YZ, device=dev, dtype=vertices.dtype)
-    normals = tnormals * flip
+    flip = torch.tensor(_FLIP_YZ, device=dev, dtype=vertices.dtype).view(1, 3, 1, 1)
     face_uv = uv_to_grid(uv)[uvfaces][None].expand(B, -1, -1, -1)  # (B, F, 3, 2)
-    attrs = torch.cat([face_uv, tnormals[:, faces], normals[:, faces]], dim=-1)  # (B, F, 3, 8)
+    attrs = torch.cat([face_uv, tnormals[:, faces]], dim=-1)  # (B, F, 3, 5)
     vals = interpolate_face_attributes(frag.face_index, frag.bary_coords, attrs).permute(0, 3, 1, 2)
     grid = vals[:, 0:2].permute(0, 2, 3, 1)
     tex = texture.expand(B, -1, -1, -1) if texture.shape[0] == 1 else texture
     albedo = sample_texture(tex, grid) * alpha
     tn_img = vals[:, 2:5]
-    normal_images = vals[:, 5:8]
+    # model-space normals: the flip commutes with the (linear) interpolation, and a sign flip is exact
+    normal_images = tn_img * flip
     normal_images = normal_images / normal_images.norm(dim=1, keepdim=True).clamp(min=1e-8) * alpha
     pos_mask = (tn_img[:, 2:3] < -0.05).to(vertices.dtype) * alpha
     if light is not None:

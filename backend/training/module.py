@@ -7,6 +7,10 @@ state-dict keys are ``deca.E_flame.*``, ``deca.E_expression.*``, ... exactly the
 (loss networks under ``emonet_loss.*`` and FLAME buffers under ``deca.flame.*``, which the loader ignores by
 rule): a checkpoint written by Lightning in ``<run>/coarse/checkpoints`` next to a ``cfg.yaml`` IS an EMOCA
 model folder that `backend.models.loading.load_emoca_folder` (and so capture) loads.
+
+Speed and precision: the ResNet-50 encoders hold their weights and take their input in channels_last (oneDNN's
+and cuDNN's fast layout; the same values to float rounding). Under bf16 autocast (``trainer.precision:
+bf16-mixed``) only the networks run in bf16: FLAME, projection, rendering and the losses always run in float32.
 """
 
 from __future__ import annotations
@@ -166,6 +170,8 @@ class EmocaCoarseModule(L.LightningModule):
             init = _cfg_get(cfg, "model.init")
             if init:
                 self._load_init(init)
+            self.deca.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.channels_last = self.backbone != "tiny"
         flame, tex, uvs, uvf, name = build_flame(cfg)
         self.flame_name = name
         self.deca.add_module("flame", flame)
@@ -228,12 +234,16 @@ class EmocaCoarseModule(L.LightningModule):
             return {k: batch[k] for k in ("shape", "pose", "cam", "light")}
         net = cast("EmocaNet", self.deca)  # coarse_codes = E_flame: never the tiny config (checked in __init__)
         with torch.no_grad():
-            codes = net.split_code(net.E_flame.head(net.E_flame.features(batch["image"])).float())
+            codes = net.split_code(net.E_flame.head(net.E_flame.features(self.encoder_input(batch["image"]))).float())
         return codes
 
+    def encoder_input(self, images: torch.Tensor) -> torch.Tensor:
+        """The images in the encoders' memory format (channels_last for the ResNets; a no-op when already)."""
+        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """(B,3,S,S) -> exp (B, n_exp) from the trainable encoder."""
-        return self.expression_encoder(images)[:, : self.n_exp]
+        """(B,3,S,S) -> exp (B, n_exp) float32 from the trainable encoder."""
+        return self.expression_encoder(self.encoder_input(images))[:, : self.n_exp].float()
 
     @property
     def expression_encoder(self) -> nn.Module:
@@ -245,49 +255,71 @@ class EmocaCoarseModule(L.LightningModule):
         return cast("FLAME", self.deca.flame)
 
     def step(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        from backend.flame.camera import project
-        from backend.render.renderer import render_mesh
-
+        """(total loss, unweighted terms) of one batch: networks (bf16 under autocast), then geometry, rendering
+        and losses in float32."""
         images = batch["image"]
         codes = self.coarse_codes_for(batch)
         exp = self(images)
+        with torch.autocast(images.device.type, enabled=False):
+            out, lmk, r = self.render(codes, exp, images.shape[-1])
+            terms = self.geometry_terms(batch, codes, exp, out, lmk, r)
+        if self.emonet_loss is not None:
+            with torch.no_grad():
+                f_in = self.emonet_loss.features(images)
+            f_out = self.emonet_loss.features(r["images"])
+            terms["emotion"] = LS.emotion_feature_loss(f_in.float(), f_out.float())
+        return LS.total(terms, self.weights), terms
+
+    def render(self, codes: dict[str, torch.Tensor], exp: torch.Tensor, size: int):
+        """FLAME -> projection -> textured SH render on black, float32: (flame output, projected 68 landmarks
+        (B,68,2), render_mesh's dict)."""
+        from backend.flame.camera import project
+        from backend.render.renderer import render_mesh
+
         out = self.flame(codes["shape"], exp, codes["pose"])
         verts = project(out.vertices, codes["cam"])
         lmk = project(out.landmarks2d, codes["cam"])[..., :2]
-        r = render_mesh(
-            verts, self.faces, self.uvs, self.uv_faces, self.texture, codes["light"], image_size=images.shape[-1]
-        )
-        rendered = r["images"]
+        r = render_mesh(verts, self.faces, self.uvs, self.uv_faces, self.texture, codes["light"], image_size=size)
+        return out, lmk, r
+
+    def geometry_terms(self, batch: dict, codes: dict, exp: torch.Tensor, out, lmk: torch.Tensor, r: dict) -> dict:
+        """Every unweighted term but the emotion one: landmarks, eye/lip/mouth distances, photometric,
+        regularizers, the v2 mediapipe terms when the batch carries valid ones, and the synthetic exp term."""
         terms: dict[str, torch.Tensor] = {}
         gt68 = batch["landmarks68"]
         terms["landmark"] = LS.weighted_landmark_loss(lmk, gt68)
         terms["eye_distance"] = LS.eye_distance_loss(lmk, gt68)
         terms["lip_distance"] = LS.lip_distance_loss(lmk, gt68)
         terms["mouth_corner_distance"] = LS.mouth_corner_distance_loss(lmk, gt68)
-        terms["photometric"] = LS.photometric_loss(rendered, images, r["mask_images"])
+        terms["photometric"] = LS.photometric_loss(r["images"], batch["image"], r["mask_images"])
         terms["exp_reg"] = LS.expression_reg(exp)
         terms["light_reg"] = LS.light_reg(codes["light"])
-        if self.emonet_loss is not None:
-            with torch.no_grad():
-                f_in = self.emonet_loss.features(images)
-            terms["emotion"] = LS.emotion_feature_loss(f_in, self.emonet_loss.features(rendered))
         if out.landmarks_mp is not None and bool(batch.get("lmk_mp_valid", torch.tensor(False)).all()):
-            mp = project(out.landmarks_mp, codes["cam"])[..., :2]
-            idx = torch.as_tensor(_cfg_get(self.cfg, "model.mediapipe_indices", []), dtype=torch.long)
-            if len(idx) == mp.shape[1]:
-                gt = batch["landmarks_mp"][:, idx]
-                terms["landmark_mp"] = LS.landmark_l1_loss(mp, gt)
-                for name, pairs in (
-                    ("eye_distance_mp", LS.EYE_PAIRS_MP),
-                    ("lip_distance_mp", LS.LIP_PAIRS_MP),
-                    ("mouth_corner_distance_mp", LS.MOUTH_CORNER_PAIRS_MP),
-                ):
-                    pp = LS.remap_pairs(pairs, idx.tolist())
-                    if pp:
-                        terms[name] = LS.relative_distance_loss(mp, gt, pp)
+            terms.update(self.mediapipe_terms(batch, codes, out))
         if "exp" in batch:
             terms["exp_param"] = LS.expression_param_loss(exp, batch["exp"])
-        return LS.total(terms, self.weights), terms
+        return terms
+
+    def mediapipe_terms(self, batch: dict, codes: dict, out) -> dict[str, torch.Tensor]:
+        """v2: absolute and relative mediapipe landmark terms on the embedded subset (none when the config's
+        mediapipe_indices do not match the embedding)."""
+        from backend.flame.camera import project
+
+        mp = project(out.landmarks_mp, codes["cam"])[..., :2]
+        idx = torch.as_tensor(_cfg_get(self.cfg, "model.mediapipe_indices", []), dtype=torch.long)
+        if len(idx) != mp.shape[1]:
+            return {}
+        gt = batch["landmarks_mp"][:, idx]
+        terms = {"landmark_mp": LS.landmark_l1_loss(mp, gt)}
+        for name, pairs in (
+            ("eye_distance_mp", LS.EYE_PAIRS_MP),
+            ("lip_distance_mp", LS.LIP_PAIRS_MP),
+            ("mouth_corner_distance_mp", LS.MOUTH_CORNER_PAIRS_MP),
+        ):
+            pp = LS.remap_pairs(pairs, idx.tolist())
+            if pp:
+                terms[name] = LS.relative_distance_loss(mp, gt, pp)
+        return terms
 
     def training_step(self, batch, batch_idx):
         loss, terms = self.step(batch)

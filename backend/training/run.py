@@ -284,6 +284,14 @@ def _callbacks(cfg: dict, ckpt_dir: Path, reporter: JsonProgress | None):
     return cbs
 
 
+def _uses_cuda(cfg: dict) -> bool:
+    """Whether Lightning will train on CUDA GPUs (accelerator gpu/cuda, or auto with CUDA available)."""
+    import torch
+
+    accelerator = str(cfg["trainer"].get("accelerator", "auto"))
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
 def train(cfg: dict, reporter: JsonProgress | None = None) -> dict:
     """Run training for a merged config; returns {model_folder, best_checkpoint, last_checkpoint, ...}."""
     import lightning as L
@@ -304,10 +312,17 @@ def train(cfg: dict, reporter: JsonProgress | None = None) -> dict:
     d = cfg["data"]
     nw = int(d["num_workers"])
     bs = int(d["batch_size"])
+    pin = _uses_cuda(cfg)  # pinned host batches: asynchronous copies to the GPU
     train_dl = DataLoader(
-        train_ds, batch_size=bs, shuffle=True, num_workers=nw, drop_last=len(train_ds) > bs, persistent_workers=nw > 0
+        train_ds,
+        bs,
+        shuffle=True,
+        drop_last=len(train_ds) > bs,
+        num_workers=nw,
+        persistent_workers=nw > 0,
+        pin_memory=pin,
     )
-    val_dl = DataLoader(val_ds, batch_size=bs, shuffle=False, num_workers=nw, persistent_workers=nw > 0)
+    val_dl = DataLoader(val_ds, bs, shuffle=False, num_workers=nw, persistent_workers=nw > 0, pin_memory=pin)
     module = build_module(cfg)
     lr = cfg["learning"]
     tr = dict(cfg["trainer"])

@@ -81,7 +81,9 @@ def test_untrained_is_seeded(no_assets, crops_u8):
 
 @pytest.mark.slow
 def test_trained_fixture_end_to_end(no_assets, emoca_assets, crops_u8):
-    rec = FaceReconstructor.from_paths(model=emoca_assets.folder, flame=emoca_assets.flame_pkl, device="cpu")
+    rec = FaceReconstructor.from_paths(
+        model=emoca_assets.folder, flame=emoca_assets.flame_pkl, device="cpu", precision="fp32"
+    )
     assert rec.info["trained"] is True and rec.info["name"] == "EMOCA"
     assert rec.info["flame_mismatches"] == [] and rec.info["warnings"] == []
     out = rec.reconstruct(crops_u8, as_numpy=False)
@@ -120,12 +122,16 @@ def test_cuda_unavailable(no_assets):
 
 @pytest.mark.gpu
 def test_cuda_matches_cpu(no_assets, emoca_assets, crops_u8):
-    cpu = FaceReconstructor.from_paths(model=emoca_assets.folder, flame=emoca_assets.flame_pkl, device="cpu")
+    cpu = FaceReconstructor.from_paths(
+        model=emoca_assets.folder, flame=emoca_assets.flame_pkl, device="cpu", precision="fp32"
+    )
     ref = cpu.reconstruct(crops_u8)
-    bf16 = FaceReconstructor.from_paths(model=emoca_assets.folder, flame=emoca_assets.flame_pkl, device="cuda")
+    bf16 = FaceReconstructor.from_paths(
+        model=emoca_assets.folder, flame=emoca_assets.flame_pkl, device="cuda", precision="auto"
+    )
     assert bf16.info["dtype"] == "bfloat16"
     f32 = FaceReconstructor.from_paths(
-        model=emoca_assets.folder, flame=emoca_assets.flame_pkl, device="cuda", dtype=torch.float32
+        model=emoca_assets.folder, flame=emoca_assets.flame_pkl, device="cuda", precision="fp32"
     )
     for rec, rel in ((f32, 2e-3), (bf16, 5e-2)):  # TF32 convs / bf16 autocast
         out = rec.reconstruct(crops_u8)

@@ -208,3 +208,32 @@ def test_cuda_matches_cpu():
     b = rasterize(verts.cuda(), faces.cuda(), 224)
     assert torch.equal(a.face_index, b.face_index.cpu())
     torch.testing.assert_close(a.bary_coords, b.bary_coords.cpu(), atol=1e-4, rtol=0)
+
+
+def test_equal_depths_go_to_the_lowest_face_index_whatever_the_chunking():
+    # the same triangle three times (indices 1, 3 and 4) over a smaller nearer one (2) and a far one (0)
+    big = [[-0.9, -0.9, 0.5], [0.9, -0.9, 0.5], [0.0, 0.9, 0.5]]
+    small = [[-0.2, -0.2, 0.1], [0.2, -0.2, 0.1], [0.0, 0.2, 0.1]]
+    far = [[-1.0, -1.0, 0.9], [1.0, -1.0, 0.9], [0.0, 1.0, 0.9]]
+    verts = torch.tensor([far + big + small])
+    faces = torch.tensor([[0, 1, 2], [3, 4, 5], [6, 7, 8], [3, 4, 5], [3, 4, 5]])
+    for max_candidates in (1 << 22, 7, 1):
+        fi = rasterize(verts, faces, 24, max_candidates=max_candidates).face_index[0]
+        assert set(torch.unique(fi).tolist()) <= {-1, 0, 1, 2}, max_candidates
+        assert fi[12, 12] == 2 and (fi == 1).sum() > 100 and (fi == 0).sum() > 0, max_candidates
+
+
+def test_interpolation_at_covered_pixels_equals_the_dense_formula():
+    g = torch.Generator().manual_seed(3)
+    verts = torch.rand(2, 40, 3, generator=g, dtype=torch.float64) * 2 - 1
+    faces = torch.randint(0, 40, (60, 3), generator=g)
+    frag = rasterize(verts, faces, 32)
+    attrs = torch.randn(2, 60, 3, 4, generator=g, dtype=torch.float64)
+    from backend.render.rasterize import interpolate_face_attributes
+
+    got = interpolate_face_attributes(frag.face_index, frag.bary_coords, attrs)
+    b = torch.arange(2)[:, None, None].expand_as(frag.face_index)
+    corner = attrs[b, frag.face_index.clamp(min=0)]  # (2, H, W, 3, 4)
+    dense = (frag.bary_coords[..., None] * corner).sum(-2) * frag.mask[..., None]
+    torch.testing.assert_close(got, dense, rtol=0, atol=1e-12)
+    assert bool(frag.mask.any()) and bool((got[~frag.mask] == 0).all())
