@@ -10,7 +10,8 @@ FLAME takes, which ID gets what (names follow the clip, ``EMOCA_<clip>``):
   joint's shift with expression, see below), ``pose.bones["root"]`` rotation/location for the head (FLAME's
   global pose rotates about the root joint, so the head goes on ``root``, not ``neck``), and the emotion
   curves as ID properties ``emoca_valence``, ``emoca_arousal``, ``emoca_expr_<Class>``;
-* with camera match, an orthographic camera (object location, camera data ortho_scale).
+* with camera match, an orthographic camera (object location, camera data ortho_scale), the scene's camera
+  and render size set to the footage's, the footage as the camera's background (a Movie Clip).
 On 4.4+ all of these are slots of ONE Action; on 4.2/4.3 each ID needs its own Action (``EMOCA_<clip>`` for
 the armature, ``EMOCA_<clip>_shapes`` for the Key, ``EMOCA_<clip>_camera``). Source metadata is stored on
 every Action as ID properties (``emoca_*``); Actions keep a fake user.
@@ -18,7 +19,7 @@ every Action as ID properties (``emoca_*``); Actions keep a fake user.
 Open takes: each ``arkit`` column keys the shape key of the same ARKit name (channels the rig has no key for,
 such as ``tongueOut`` on the ICT head, are skipped and named in the Action's ``emoca_unkeyed_channels``; the
 rig's drivers turn the eyes and the jaw bone from those keys); the head rotation (``global_pose``, camera frame,
-which is the rig's frame with the face towards the camera) keys the rig's head bone (``emoca_head_bone``) as a
+which is the rig's frame with the face towards the camera) keys the rig's head bone (rig_info's ``head_bone``) as a
 quaternion; with ``head_translation`` the head's movement (``translation`` minus its first valid row, metres)
 keys the rig's root bone location; the emotion curves as for FLAME takes. Pose correctives, joint offsets and
 camera match are FLAME options: correctives and joint offsets do nothing here, camera match is config_invalid.
@@ -27,11 +28,21 @@ Joint offsets: FLAME regresses its joints from the expression-deformed mesh, so 
 expression. A pose bone location of (I - R) @ delta (delta = J_regressor @ expdirs @ exp) reproduces FLAME's
 rotation about the moved joint exactly with bones that stay at the rest joints.
 
+Identity (option ``identity``, likeness.py): when the take has a likeness identity (its ``NAME.likeness.json``),
+it is baked into the rig as one shape key named after the clip, after the keys are written: "auto" only into a
+rig without an identity (a second take of the performer reuses the key), "take" replacing the rig's, "keep" never.
+
 Frame mapping: ``resample`` keys every scene frame covered by the take, at scene time
 t0 + (frame - base) / scene_fps, interpolating linearly between source rows (quaternions by slerp);
 ``footage_rate`` sets the scene rate to the footage's and keys source row i at base + frame[i] - frame[0].
 ``base`` = 1 (``start='one'``) or the playhead (``start='playhead'``), plus ``offset``. Scene frames whose
-source rows are invalid get no key; existing keys outside the take's frame span are left alone.
+source rows are invalid get no key; existing keys outside the take's frame span are left alone. With
+``frame_range`` the scene plays the scene frames the take covers: its first to its last keyable frame.
+
+Validate, then write: :func:`plan_write` reads and checks everything the write needs (the take, the rig's keys
+and bones, the footage's size, rate and path for camera match, one custom property per emotion class) without
+touching the scene; :func:`_write` only writes, recording each change so an unexpected failure rolls back all
+of it (objects, camera data, Movie Clips, Actions, the scene's camera, render size, rate and range).
 
 The options (frame mapping, start, which channels, where the keys go) are one :class:`~.options.ApplyOptions`.
 """
@@ -50,11 +61,13 @@ import numpy as np
 
 from emoca_contract.errors import EmocaError
 from emoca_contract.rotations import axis_angle_to_quat, continuous, quat_to_matrix, slerp
-from emoca_contract.take import Take, read_take
+from emoca_contract.take import MAX_FPS, MAX_SIDE, MIN_FPS, Take
 
 from . import animation
+from .likeness import bake_identity, identity_on_apply
 from .options import FRAME_MAPPING, ApplyOptions, check_choice
-from .rig import ensure_prop, find_rig, prop_name, rig_kind, rig_mesh
+from .rig_parts import EXPR_PREFIX, ensure_prop, find_rig, prop_name, prop_path, rig_info, rig_kind, rig_mesh
+from .takes import read_take_file
 
 JAW_POSE_KEYS = [f"Pose{9 + i:03d}" for i in range(9)]  # (R_jaw - I), row-major; joints neck, jaw, eye_L, eye_R
 EMOTION_GROUP = "Emotion"
@@ -62,6 +75,7 @@ SHAPES_GROUP = {"flame": "Expression", "open": "ARKit"}
 # The channels sampled by linear interpolation, per take kind (rotations are slerped).
 LERPED = {"flame": ("exp", "valence", "arousal", "expression", "cam", "crop"),
           "open": ("arkit", "translation", "valence", "arousal", "expression")}  # fmt: skip
+MAX_PROP_BYTES = 63  # Blender's limit on a custom property's name
 
 
 # ---------------------------------------------------------------- planning (numpy only)
@@ -166,6 +180,78 @@ def fps_to_scene(fps: float) -> tuple[int, float]:
     return n, n / fps
 
 
+@dataclass(frozen=True)
+class CameraPlan:
+    """What a camera match makes, decided (and validated) before the scene is touched."""
+
+    width: int  # the footage's size in pixels: the scene's render size
+    height: int
+    location: np.ndarray  # (K, 3) the camera's location per key, FLAME space
+    ortho_scale: np.ndarray  # (K,)
+    clip_path: str  # the footage shown behind the camera ("" when it is not a file here)
+    clip_start: int  # the scene frame of the footage's first frame
+
+
+def _bad_source(take: Take, what: str, hint: str = "Capture the take again, or turn Camera Match off.") -> EmocaError:
+    return EmocaError("config_invalid", f"{take.path}: meta.source.{what}"[:300], hint)
+
+
+def source_side(take: Take, key: str) -> int:
+    """``meta.source.width`` or ``height``: a whole number of pixels, 1 to MAX_SIDE."""
+    value = take.meta.get("source", {}).get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _bad_source(take, f"{key} is {value!r}: camera match needs the footage's size in pixels")
+    if not 1 <= value <= MAX_SIDE or value != round(value):
+        raise _bad_source(take, f"{key} is {value!r}: expected a whole number of pixels from 1 to {MAX_SIDE}")
+    return int(value)
+
+
+def source_fps(take: Take) -> float | None:
+    """``meta.source.fps`` (None when unknown: an image sequence), checked like the reader checks it."""
+    value = take.meta.get("source", {}).get("fps")
+    if value is None or (value == 0 and not isinstance(value, bool)):
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not MIN_FPS <= value <= MAX_FPS:
+        raise _bad_source(take, f"fps is {value!r}: expected a frame rate from {MIN_FPS:g} to {MAX_FPS:g}",
+                          "Capture the take again; the file is not a valid take.")  # fmt: skip
+    return float(value)
+
+
+def plan_camera(take: Take, plan: TakePlan, base: float) -> CameraPlan:
+    """The camera match of a FLAME take: its size from meta.source, its track from the take's cam and crop."""
+    width, height = source_side(take, "width"), source_side(take, "height")
+    path = take.meta.get("source", {}).get("path")
+    if path is not None and not isinstance(path, str):
+        raise _bad_source(take, f"path is {path!r}: expected the footage's path as text")
+    if "cam" not in plan.values or "crop" not in plan.values:
+        raise EmocaError("config_invalid", f"{take.path}: camera match needs the take's 'cam' and 'crop'")
+    location, scale = camera_track(width, height, plan.values["cam"], plan.values["crop"])
+    if not (np.isfinite(location).all() and np.isfinite(scale).all() and (scale > 0).all()):
+        raise EmocaError("config_invalid", f"{take.path}: the take's 'cam' and 'crop' give no camera "
+                         "(a zero or non-finite scale)", "Turn Camera Match off for this take.")  # fmt: skip
+    clip = path if path and Path(path).is_file() else ""
+    return CameraPlan(width, height, location, scale, clip, int(base - int(take["frame"][0])))
+
+
+def emotion_props(take: Take, classes: list[str]) -> list[tuple[int, str]]:
+    """(expression column, custom property) per emotion class: one property each, names Blender can hold."""
+    props = [(c, prop_name(cls)) for c, cls in enumerate(classes)]
+    names = [name for _, name in props]
+    if len(set(names)) != len(names) or any(len(n.encode("utf-8")) > MAX_PROP_BYTES for n in names):
+        raise EmocaError("config_invalid", f"{take.path}: the emotion classes {classes} do not give one custom "
+                         f"property each of at most {MAX_PROP_BYTES} bytes", "Turn Emotion Curves off for this "
+                         "take.")  # fmt: skip
+    if take["expression"].shape[1] != len(classes):
+        raise EmocaError("config_invalid", f"{take.path}: {len(classes)} emotion classes for "
+                         f"{take['expression'].shape[1]} 'expression' columns")  # fmt: skip
+    return props
+
+
+def scene_range(span: tuple[float, float]) -> tuple[int, int]:
+    """The scene frames a take covers: from its first to its last keyable frame (not one past)."""
+    return int(math.ceil(span[0] - 1e-6)), int(math.floor(span[1] + 1e-6))
+
+
 # ---------------------------------------------------------------- writing
 @dataclass
 class _Undo:
@@ -174,8 +260,12 @@ class _Undo:
     created: list = field(default_factory=list)
     assigned: list = field(default_factory=list)  # (id, previous action)
     objects: list = field(default_factory=list)
+    cameras: list = field(default_factory=list)  # camera data made for a camera match
+    clips: list = field(default_factory=list)  # Movie Clips loaded for it (not ones already in the file)
+    props: list = field(default_factory=list)  # (id, name): custom properties made for the emotion curves
     fps: tuple | None = None  # (scene, fps, fps_base) before footage_rate changed it
     frame_range: tuple | None = None  # (scene, frame_start, frame_end) before the take's range was set
+    scene_camera: tuple | None = None  # (scene, camera, resolution_x, resolution_y) before camera match
 
 
 def _scene_fps(scene) -> float:
@@ -226,9 +316,11 @@ class WritePlan:
     plan: TakePlan
     options: ApplyOptions
     base: float  # the scene frame of the take's first frame
-    classes: list[str]  # the emotion classes, one custom property each
+    emotion: list[tuple[int, str]]  # (expression column, custom property) per emotion class
     action_name: str
     offsets: bool  # key the joint offsets (the option is on and the rig stores its joint expdirs)
+    info: dict[str, Any]  # the emoca_* ID properties every Action of the take gets (action_info)
+    camera: CameraPlan | None = None  # camera match
     head_bone: str = "root"  # the bone the head rotation keys (FLAME: root; open rigs name theirs)
     translation_bone: str = ""  # the bone the head's movement keys ("" for none)
     shape_keys: list[tuple[int, str]] = field(default_factory=list)  # open takes: (arkit column, key name)
@@ -252,13 +344,17 @@ def apply_take(
     Everything is validated before the scene is touched: a bad take or rig raises EmocaError and changes nothing.
     """
     write = plan_write(rig, take_path, ApplyOptions.build(options, **changes), scene or bpy.context.scene)
+    identity = identity_on_apply(write.arm, write.take, write.options.identity)  # read and checked, not baked
     # ---- nothing above touched the scene; from here on, write (and roll back on an unexpected failure)
     undo = _Undo()
     try:
-        return _write(write, undo)
+        action = _write(write, undo)
     except Exception:
         _roll_back(undo)
         raise
+    if identity is not None:  # last: the keys are written, the bake only swaps the identity key
+        bake_identity(write.arm, identity)
+    return action
 
 
 def plan_write(rig, take_path: str | os.PathLike | Take, options: ApplyOptions, scene) -> WritePlan:
@@ -271,28 +367,32 @@ def plan_write(rig, take_path: str | os.PathLike | Take, options: ApplyOptions, 
             "Import a rig with Import Rig and select its armature.",
         )
     key = rig_mesh(arm).data.shape_keys
-    take = take_path if isinstance(take_path, Take) else read_take(take_path)
+    take = take_path if isinstance(take_path, Take) else read_take_file(take_path)
     check_kinds(take, arm)
-    src = take.meta.get("source", {})
-    if options.camera_match and not (src.get("width") and src.get("height")):
-        raise EmocaError("config_invalid", f"{take.path}: meta.source has no width/height for camera match")
+    footage_fps = source_fps(take)
     base = float((1 if options.start == "one" else scene.frame_current) + options.offset)
-    fps = take.fps if options.frame_mapping == "footage_rate" else _scene_fps(scene)
+    fps = footage_fps if options.frame_mapping == "footage_rate" else _scene_fps(scene)
     fields = flame_fields(take, arm, key, options) if take.kind == "flame" else open_fields(take, arm, key, options)
     joint_expdirs = fields.pop("joint_expdirs", None)
-    return WritePlan(
+    plan = plan_take(take, options.frame_mapping, base, fps or 24.0, joint_expdirs)
+    classes = take.classes or [f"class{c}" for c in range(take["expression"].shape[1])]
+    write = WritePlan(
         scene=scene,
         arm=arm,
         key=key,
         take=take,
-        plan=plan_take(take, options.frame_mapping, base, fps or 24.0, joint_expdirs),
+        plan=plan,
         options=options,
         base=base,
-        classes=take.classes or [f"class{c}" for c in range(take["expression"].shape[1])],
+        emotion=emotion_props(take, classes) if options.emotion else [],
         action_name=options.name or f"EMOCA_{take.clip_name}",
         offsets=joint_expdirs is not None,
+        info={},
+        camera=plan_camera(take, plan, base) if options.camera_match else None,
         **fields,
     )
+    write.info.update(action_info(write, footage_fps))
+    return write
 
 
 def check_kinds(take: Take, arm) -> None:
@@ -324,8 +424,9 @@ def flame_fields(take: Take, arm, key, options: ApplyOptions) -> dict[str, Any]:
     if any(b not in arm.pose.bones for b in bones):
         raise EmocaError("config_invalid", f"rig {arm.name!r} lacks bones {bones}")
     joint_expdirs = None
-    if options.joint_offsets and "emoca_joint_expdirs" in arm:
-        joint_expdirs = np.asarray(arm["emoca_joint_expdirs"], np.float64).reshape(5, 3, -1)
+    stored = rig_info(arm).get("joint_expdirs")
+    if options.joint_offsets and stored is not None:
+        joint_expdirs = np.asarray(stored, np.float64).reshape(5, 3, -1)
     return {"joint_expdirs": joint_expdirs, "head_bone": "root"}
 
 
@@ -340,7 +441,8 @@ def open_fields(take: Take, arm, key, options: ApplyOptions) -> dict[str, Any]:
     if not pairs:
         raise EmocaError("config_invalid", f"{take.path}: rig {arm.name!r} has no shape key for any of the take's "
                          "ARKit channels", "Import the open head rig (export-rig --head ict).")  # fmt: skip
-    head, move = str(arm.get("emoca_head_bone", "head")), str(arm.get("emoca_translation_bone", "root"))
+    info = rig_info(arm)
+    head, move = str(info.get("head_bone", "head")), str(info.get("translation_bone", "root"))
     bones = ([head] if options.head_rotation else []) + ([move] if options.head_translation else [])
     missing = [b for b in bones if b not in arm.pose.bones]
     if missing:
@@ -354,11 +456,23 @@ def open_fields(take: Take, arm, key, options: ApplyOptions) -> dict[str, Any]:
 
 
 def _roll_back(undo: _Undo) -> None:
-    """Put back what a failed write changed (Action assignments, new objects and Actions, rate and range)."""
+    """Put back what a failed write changed (Action assignments, new objects, camera data, Movie Clips and
+    Actions, the scene's camera and render size, rate and range)."""
     for id_data, previous in undo.assigned:
         animation.assign_action(id_data, previous)
+    for id_data, name in undo.props:
+        if name in id_data:
+            del id_data[name]
+    if undo.scene_camera is not None:
+        scene, camera, undo_x, undo_y = undo.scene_camera
+        scene.camera = camera
+        scene.render.resolution_x, scene.render.resolution_y = undo_x, undo_y
     for obj in undo.objects:
         bpy.data.objects.remove(obj)
+    for cam in undo.cameras:
+        bpy.data.cameras.remove(cam)
+    for clip in undo.clips:
+        bpy.data.movieclips.remove(clip)
     for action in undo.created:
         bpy.data.actions.remove(action)
     if undo.fps is not None:
@@ -375,27 +489,26 @@ def _write(w: WritePlan, undo: _Undo) -> bpy.types.Action:
         scene.render.fps, scene.render.fps_base = fps_to_scene(plan.fps)
     if options.frame_range:
         undo.frame_range = (scene, scene.frame_start, scene.frame_end)
-        scene.frame_start, scene.frame_end = int(math.floor(plan.span[0])), int(math.ceil(plan.span[1]))
+        first, last = scene_range(plan.span)
+        scene.frame_start, scene.frame_end = first, max(last, first)
     ids = {"armature": w.arm, "key": w.key}
     camera = None
-    if options.camera_match:
-        camera = _make_camera(w.arm, w.take, w.base, w.action_name, scene)
-        undo.objects.append(camera)
+    if w.camera is not None:
+        camera = _make_camera(w.arm, w.camera, w.action_name, scene, undo)
         ids["camera"] = camera
         ids["camera_data"] = camera.data
     actions = _target_actions(ids, w.action_name, options.action_mode, options.push_down, undo)
     _write_shape_keys(w, actions["key"])
-    _write_armature(w, actions["armature"])
-    if camera is not None:
-        loc, scale = camera_track(w.take, plan)
+    _write_armature(w, actions["armature"], undo)
+    if camera is not None and w.camera is not None:
         f, span = plan.frames, plan.span
+        loc, scale = w.camera.location, w.camera.ortho_scale
         animation.write_channels(actions["camera"], camera, {"location": (f, loc)}, "Camera", replace_range=span)
         animation.write_channels(
             actions["camera_data"], camera.data, {"ortho_scale": (f, scale)}, "Camera", replace_range=span
         )
-    info = action_info(w)
     for action in set(actions.values()):
-        for k, val in info.items():
+        for k, val in w.info.items():
             action[k] = val
     return actions["armature"]
 
@@ -434,33 +547,43 @@ def _bone_channels(w: WritePlan) -> dict[str, tuple[str, np.ndarray]]:
     return out
 
 
-def _write_armature(w: WritePlan, action: bpy.types.Action) -> None:
+def _emotion_prop(arm, name: str, lo: float, hi: float, description: str, undo: _Undo) -> None:
+    if name not in arm:
+        undo.props.append((arm, name))
+    ensure_prop(arm, name, lo, hi, description)
+
+
+def _write_armature(w: WritePlan, action: bpy.types.Action, undo: _Undo) -> None:
     """Jaw and head rotations (and joint offsets, or the head's movement) on the pose bones, the emotion curves
     as ID properties."""
     f, v, arm = w.plan.frames, w.plan.values, w.arm
     channels = {path: (f, values) for path, (_, values) in _bone_channels(w).items()}
     groups = {path: group for path, (group, _) in _bone_channels(w).items()}
     if w.options.emotion:
-        ensure_prop(arm, "emoca_valence", -1.0, 1.0, "Valence (negative to positive), EMOCA take")
-        ensure_prop(arm, "emoca_arousal", -1.0, 1.0, "Arousal (calm to excited), EMOCA take")
-        channels['["emoca_valence"]'] = (f, v["valence"])
-        channels['["emoca_arousal"]'] = (f, v["arousal"])
-        for c, cls in enumerate(w.classes):
-            prop = prop_name(cls)
-            ensure_prop(arm, prop, 0.0, 1.0, f"Probability of '{cls}', EMOCA take")
-            channels[f'["{prop}"]'] = (f, v["expression"][:, c])
+        _emotion_prop(arm, "emoca_valence", -1.0, 1.0, "Valence (negative to positive), EMOCA take", undo)
+        _emotion_prop(arm, "emoca_arousal", -1.0, 1.0, "Arousal (calm to excited), EMOCA take", undo)
+        channels[prop_path("emoca_valence")] = (f, v["valence"])
+        channels[prop_path("emoca_arousal")] = (f, v["arousal"])
+        for c, prop in w.emotion:
+            cls = prop.removeprefix(EXPR_PREFIX)
+            _emotion_prop(arm, prop, 0.0, 1.0, f"Probability of '{cls}', EMOCA take", undo)
+            channels[prop_path(prop)] = (f, v["expression"][:, c])
         for path in channels:
             groups.setdefault(path, EMOTION_GROUP)
     animation.write_channels(action, arm, channels, groups, replace_range=w.plan.span)
 
 
-def action_info(w: WritePlan) -> dict:
+def action_info(w: WritePlan, footage_fps: float | None) -> dict:
     """The source metadata every Action of the take stores as ``emoca_*`` ID properties."""
     meta = w.take.meta
+    try:
+        meta_text = json.dumps(meta)
+    except (TypeError, ValueError) as exc:  # a Take built in memory with values JSON cannot hold
+        raise EmocaError("config_invalid", f"{w.take.path}: the take's meta is not JSON ({exc})") from None
     return {
         "emoca_take": str(w.take.path),
         "emoca_source": str(meta.get("source", {}).get("path", "")),
-        "emoca_source_fps": float(w.take.fps or 0.0),
+        "emoca_source_fps": float(footage_fps or 0.0),
         "emoca_frame_mapping": w.options.frame_mapping,
         "emoca_start_frame": float(w.base),
         "emoca_frame_span": [float(w.plan.span[0]), float(w.plan.span[1])],
@@ -468,19 +591,17 @@ def action_info(w: WritePlan) -> dict:
         "emoca_emotion_model": str(meta.get("emotion", {}).get("model", "")),
         "emoca_take_kind": w.take.kind,
         "emoca_unkeyed_channels": ", ".join(w.unkeyed),
-        "emoca_meta": json.dumps(meta),
+        "emoca_meta": meta_text,
     }
 
 
-def camera_track(take: Take, plan: TakePlan) -> tuple[np.ndarray, np.ndarray]:
-    """Orthographic camera location (K,3) in FLAME space and ortho_scale (K,) framing the whole source frame.
+def camera_track(width: float, height: float, cam: np.ndarray, crop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Orthographic camera location (K,3) in FLAME space and ortho_scale (K,) framing the whole source frame of
+    ``width`` x ``height`` pixels, from the sampled cam (K,3) and crop (K,3,3).
 
     From cam = [s, tx, ty] (x = s (X + tx), y = -s (Y + ty) in normalised crop coordinates) and crop (crop
     pixels -> frame pixels, a similarity: scale k, translation c): frame pixel u = k * 112 (x + 1) + c_u.
     """
-    src = take.meta["source"]
-    width, height = float(src["width"]), float(src["height"])
-    cam, crop = plan.values["cam"], plan.values["crop"]
     s, tx, ty = cam[:, 0], cam[:, 1], cam[:, 2]
     k = np.sqrt(np.abs(np.linalg.det(crop[:, :2, :2])))
     px_per_unit = k * 112.0 * s
@@ -491,20 +612,25 @@ def camera_track(take: Take, plan: TakePlan) -> tuple[np.ndarray, np.ndarray]:
     return loc, max(width, height) / px_per_unit
 
 
-def _make_camera(arm, take: Take, base: float, name: str, scene):
+def _make_camera(arm, camera: CameraPlan, name: str, scene, undo: _Undo):
+    """The camera match's camera (each datablock recorded in ``undo`` as soon as it exists)."""
     cam_data = bpy.data.cameras.new(name + "_camera")
+    undo.cameras.append(cam_data)
     cam_data.type = "ORTHO"
     cam_data.clip_start, cam_data.clip_end = 0.01, 100.0
     cam = bpy.data.objects.new(name + "_camera", cam_data)
+    undo.objects.append(cam)
     scene.collection.objects.link(cam)
     cam.parent = arm  # FLAME space: the camera looks down FLAME's -Z with FLAME's +Y up
-    src = take.meta["source"]
-    scene.render.resolution_x, scene.render.resolution_y = int(src["width"]), int(src["height"])
+    undo.scene_camera = (scene, scene.camera, scene.render.resolution_x, scene.render.resolution_y)
+    scene.render.resolution_x, scene.render.resolution_y = camera.width, camera.height
     scene.camera = cam
-    path = src.get("path")
-    if path and Path(path).is_file():
-        clip = bpy.data.movieclips.load(str(path), check_existing=True)
-        clip.frame_start = int(base - int(take["frame"][0]))
+    if camera.clip_path:
+        n_clips = len(bpy.data.movieclips)
+        clip = bpy.data.movieclips.load(camera.clip_path, check_existing=True)
+        if len(bpy.data.movieclips) > n_clips:
+            undo.clips.append(clip)
+        clip.frame_start = camera.clip_start
         bg = cam_data.background_images.new()
         bg.source = "MOVIE_CLIP"
         bg.clip = clip

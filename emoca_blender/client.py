@@ -4,6 +4,11 @@ Stdlib only. The protocol is the shared contract's (``emoca_contract.protocol``,
 the contract, see contract.py), so both sides speak one schema without the add-on importing the backend. A
 reader thread turns stdout lines into events on a queue (the UI thread never blocks on the pipe); a second
 thread collects stderr into a log. Never touch bpy from these threads.
+
+Stopping never waits on the UI thread: :meth:`BackendProcess.stop` closes the backend's stdin (it cancels its
+jobs and exits) and :meth:`BackendProcess.reap`, polled with the time since, terminates and then kills a backend
+that lingers. A backend whose interpreter lacks a third-party module (torch, numpy, ...) is
+``EmocaError('backend_missing')``, never ``internal``: the environment is missing or broken, not the code.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import collections
 import itertools
 import os
 import queue
+import re
 import subprocess
 import sys
 import threading
@@ -25,6 +31,12 @@ from emoca_contract.errors import EmocaError
 from emoca_contract.take import read_take
 
 _IDS = itertools.count(1)
+TERMINATE_AFTER_S = 3.0  # a stopped backend still running this long after stop() is terminated
+KILL_AFTER_S = 5.0  # ... and killed after this long
+PROJECT_PACKAGES = ("backend", "emoca_contract")  # a missing one of these is a bug, not a broken environment
+_NO_MODULE = re.compile(r"No module named '([^']+)'")
+_CLI_ERROR = re.compile(r"^error \[([a-z_]+)\]: (.*)$", re.M)
+_CLI_HINT = re.compile(r"^hint: (.*)$", re.M)
 
 
 def backend_root() -> Path:
@@ -34,7 +46,7 @@ def backend_root() -> Path:
         if (candidate / "__init__.py").is_file() and (candidate / "__main__.py").is_file():
             return candidate
     raise EmocaError(
-        "asset_missing",
+        "backend_missing",
         f"the backend folder was not found next to {here}",
         "Reinstall the extension (its zip bundles backend/).",
     )
@@ -47,6 +59,34 @@ def requirements_dir() -> Path:
 
 def new_id(prefix: str = "req") -> str:
     return f"{prefix}-{os.getpid()}-{next(_IDS)}"
+
+
+def missing_module(text: str) -> str | None:
+    """The third-party module a backend failure says is missing (``No module named 'torch'``), else None."""
+    for name in _NO_MODULE.findall(text):
+        if name.split(".")[0] not in PROJECT_PACKAGES:
+            return name
+    return None
+
+
+def environment_error(python: str, text: str) -> EmocaError | None:
+    """``backend_missing`` when ``text`` (an error message, a backend log) says a third-party module is missing."""
+    name = missing_module(text)
+    if name is None:
+        return None
+    return EmocaError(
+        "backend_missing",
+        f"the backend's Python {python} has no module '{name}': the backend environment is missing or incomplete",
+    )
+
+
+def cli_error(stderr: str, what: str) -> EmocaError:
+    """The EmocaError a failed ``python -m backend ...`` printed (``error [code]: message`` + ``hint: ...``);
+    output in no such form is ``internal``, naming ``what`` failed and the output's end."""
+    found, hint = _CLI_ERROR.search(stderr), _CLI_HINT.search(stderr)
+    if found is None:
+        return EmocaError("internal", f"{what} failed: {stderr.strip()[-400:] or 'no output'}")
+    return EmocaError.from_dict({"code": found[1], "message": found[2], "hint": hint[1] if hint else None})
 
 
 def backend_env() -> dict[str, str]:
@@ -68,11 +108,7 @@ class BackendProcess:
     def __init__(self, python: str | os.PathLike, extra_args: list[str] | None = None):
         self.python = str(python)
         if not Path(self.python).exists():
-            raise EmocaError(
-                "asset_missing",
-                f"backend Python not found: {self.python}",
-                "Set the backend interpreter in the add-on preferences or create the environment.",
-            )
+            raise EmocaError("backend_missing", f"backend Python not found: {self.python}")
         self.proto = protocol
         self.events: queue.Queue = queue.Queue()
         self.stderr_lines: collections.deque[str] = collections.deque(maxlen=2000)
@@ -97,8 +133,10 @@ class BackendProcess:
         assert self.proc.stdin and self.proc.stdout and self.proc.stderr  # PIPE opens all three
         self._stdin, self._stdout, self._stderr = self.proc.stdin, self.proc.stdout, self.proc.stderr
         self._lock = threading.Lock()
+        self._terminated = False
+        self._stderr_reader = threading.Thread(target=self._read_stderr, daemon=True, name="emoca-backend-stderr")
+        self._stderr_reader.start()
         threading.Thread(target=self._read_stdout, daemon=True, name="emoca-backend-stdout").start()
-        threading.Thread(target=self._read_stderr, daemon=True, name="emoca-backend-stderr").start()
 
     # ---- threads
     def _read_stdout(self) -> None:
@@ -110,7 +148,9 @@ class BackendProcess:
                 self.events.put(self.proto.decode(line))
             except self.proto.ProtocolError as exc:
                 self.events.put({"type": "log", "level": "warning", "message": f"not protocol: {exc}"})
-        self.events.put({"type": "exit", "returncode": self.proc.wait()})
+        returncode = self.proc.wait()
+        self._stderr_reader.join(timeout=2.0)  # the log is complete before anyone reads why the backend exited
+        self.events.put({"type": "exit", "returncode": returncode})
 
     def _read_stderr(self) -> None:
         for line in self._stderr:
@@ -124,6 +164,20 @@ class BackendProcess:
     def log(self, last: int | None = None) -> str:
         lines = list(self.stderr_lines)
         return "\n".join(lines[-last:] if last else lines)
+
+    def failure(self, event: dict) -> EmocaError:
+        """What an ``error`` event or the ``exit`` pseudo-event means: the backend's coded error, or (exit) an
+        unexpected end; a missing third-party module in either is ``backend_missing``."""
+        if event.get("type") == "exit":
+            text = self.log()
+            error = EmocaError("internal", f"the backend exited (status {event.get('returncode')}) before "
+                               f"finishing\n{self.log(30)}")  # fmt: skip
+        else:
+            text = str(event.get("message", ""))
+            error = EmocaError.from_dict(event, self.log(20))
+        if error.code == "internal":
+            return environment_error(self.python, text) or error
+        return error
 
     def send(self, msg: dict) -> None:
         """Send one request (validated by the protocol module first)."""
@@ -158,13 +212,30 @@ class BackendProcess:
             except EmocaError:
                 pass
 
+    def stop(self) -> None:
+        """Ask the backend to exit: close its stdin (it cancels running jobs and exits on EOF). Never waits."""
+        with self._lock:
+            try:
+                if not self._stdin.closed:
+                    self._stdin.close()
+            except OSError:
+                pass
+
+    def reap(self, elapsed: float) -> bool:
+        """Whether the backend is gone, ``elapsed`` seconds after :meth:`stop`: one still running is terminated
+        past TERMINATE_AFTER_S and killed past KILL_AFTER_S. Never waits (poll it from a timer)."""
+        if self.proc.poll() is not None:
+            return True
+        if elapsed >= KILL_AFTER_S:
+            self.proc.kill()
+        elif elapsed >= TERMINATE_AFTER_S and not self._terminated:
+            self.proc.terminate()
+            self._terminated = True
+        return False
+
     def close(self, timeout: float = 5.0) -> int | None:
-        """Close stdin (the backend exits on EOF), then terminate/kill if it lingers."""
-        try:
-            if not self._stdin.closed:
-                self._stdin.close()
-        except OSError:
-            pass
+        """Blocking (background mode, scripts): stop, wait ``timeout``, then terminate/kill if it lingers."""
+        self.stop()
         try:
             return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -213,14 +284,11 @@ def run_request(
                 if etype == "result" and event.get("id") == req_id:
                     return event
                 if etype == "error" and event.get("id") in (req_id, None):
-                    raise EmocaError.from_dict(event, proc.log(20))
+                    raise proc.failure(event)
                 if etype == "exit":
                     if cancelled:
                         raise EmocaError("cancelled", f"{type_} was cancelled")
-                    raise EmocaError(
-                        "internal",
-                        f"the backend exited (status {event.get('returncode')}) before answering\n{proc.log(30)}",
-                    )
+                    raise proc.failure(event)
             if not cancelled and (
                 (should_cancel and should_cancel()) or (timeout is not None and time.monotonic() - start > timeout)
             ):
@@ -282,12 +350,10 @@ class BackendJob:
         if etype == "warning" or (etype == "log" and ev.get("level") in ("warning", "error")):
             self.warnings.append(str(ev.get("message")))
         elif etype == "error" and ev.get("id") in self._request_ids():
-            self.error = EmocaError.from_dict(ev, self.proc.log(20))
+            self.error = self.proc.failure(ev)
             self.state = "cancelled" if self.error.code == "cancelled" else "failed"
         elif etype == "exit":
-            self.error = EmocaError(
-                "internal", f"the backend exited (status {ev.get('returncode')}) before finishing\n{self.proc.log(30)}"
-            )
+            self.error = self.proc.failure(ev)
             self.state = "failed"
         else:
             return False

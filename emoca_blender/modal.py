@@ -2,10 +2,14 @@
 
 In the UI the operator is modal: a 0.1 s window timer steps the job, the job's progress group on the
 WindowManager (``properties.JobProgress``) and Blender's progress cursor follow it, and Esc (or the group's
-``stop_requested``, set by a Stop button) cancels it. In background mode and from scripts (modal operators do not
-run there) ``execute`` runs the same steps in a blocking loop that prints progress lines. Either way the job ends
-in one place, :meth:`BackendJobOperator._end`: the backend is closed, the progress group updated, and the
-subclass's ``job_done`` gets the finished job (the one step that may change the scene: one undo step).
+``stop_requested``, set by a Stop button) cancels it. The UI thread never waits for the backend: when the job
+ends (done, failed or cancelled) the backend is asked to stop (``BackendProcess.stop``) and the timer keeps
+ticking, polling ``BackendProcess.reap`` (which terminates, then kills, a backend that lingers) until it is
+gone; only then does the job end, so no second backend starts while the first still runs. In background mode
+and from scripts (modal operators do not run there) ``execute`` runs the same steps in a blocking loop that
+prints progress lines. Either way the job ends in one place, :meth:`BackendJobOperator._end`: the backend is
+closed, the progress group updated, and the subclass's ``job_done`` gets the finished job (the one step that may
+change the scene: one undo step).
 
 A subclass sets ``job_props`` (the WindowManager attribute of its progress group), ``job_noun`` and
 ``cancelled_message``, and implements ``prepare`` (validate, remember the request), ``make_job``,
@@ -27,7 +31,7 @@ from .progress import print_line
 
 JobT = TypeVar("JobT", bound=BackendJob)
 TICK_S = 0.1  # how often the job is stepped (the timer; the blocking loop's sleep)
-CLOSE_TIMEOUT_S = 3.0  # how long a finished backend gets to exit before it is terminated
+CLOSE_TIMEOUT_S = 3.0  # blocking path: how long a finished backend gets to exit before it is terminated
 
 
 class BackendJobOperator(Generic[JobT]):
@@ -71,6 +75,7 @@ class BackendJobOperator(Generic[JobT]):
         """Start the job and reset its progress group; on a bad setting report it and return False."""
         self._timer: Any = None
         self._proc: BackendProcess | None = None
+        self._stopping: tuple[str, float] | None = None  # (the job's end state, when the backend was asked to stop)
         props = self._props(context)
         if props.running:
             self.report({"WARNING"}, f"A {self.job_noun.lower()} is already running")
@@ -116,19 +121,47 @@ class BackendJobOperator(Generic[JobT]):
         return {"RUNNING_MODAL"}
 
     def modal(self, context, event) -> set[str]:
+        if self._stopping is not None:
+            return self._poll_stop(context) if event.type == "TIMER" else self._swallow_esc(event)
         if event.type == "ESC":
             self.job.cancel()
-            return self._end(context, "cancelled")
+            return self._stop(context, "cancelled")
         if event.type != "TIMER":
             return {"PASS_THROUGH"}
         state = self._tick(context)
         context.window_manager.progress_update(int(self._props(context).progress * 1000))
         if state != "running":
-            return self._end(context, state)
+            return self._stop(context, state)
+        self._redraw(context)
+        return {"RUNNING_MODAL"}
+
+    def _redraw(self, context) -> None:
         for area in context.screen.areas if context.screen else []:
             if area.type in self.redraw_areas:
                 area.tag_redraw()
-        return {"RUNNING_MODAL"}
+
+    @staticmethod
+    def _swallow_esc(event) -> set[str]:
+        """While the backend stops, a second Esc is ours (it changes nothing); other events pass."""
+        return {"RUNNING_MODAL"} if event.type == "ESC" else {"PASS_THROUGH"}
+
+    def _stop(self, context, state: str) -> set[str]:
+        """The job ended as ``state``: ask the backend to stop and keep ticking until it is gone (never wait)."""
+        if self._proc is not None:
+            self._proc.stop()
+        self._stopping = (state, time.monotonic())
+        self._props(context).stage = "stopping"
+        return self._poll_stop(context)
+
+    def _poll_stop(self, context) -> set[str]:
+        """One tick while the backend stops: end the job once it is gone, else keep the operator running."""
+        assert self._stopping is not None
+        state, since = self._stopping
+        if self._proc is not None and not self._proc.reap(time.monotonic() - since):
+            self._redraw(context)
+            return {"RUNNING_MODAL"}
+        self._stopping = None
+        return self._end(context, state)
 
     def cancel(self, context) -> None:
         """Blender quits or loads a file mid-job: cancel it and let go of the backend."""

@@ -14,8 +14,9 @@ Layout (names are a contract, docs/rig.md):
   expression (Blender evaluates those itself: they run with Python auto-run off);
 * the emotion holder: ``emoca_valence``, ``emoca_arousal`` and ``emoca_expr_<Class>`` custom properties on the
   armature, ready for drivers before a take is applied.
-The armature's ``emoca_rig_kind`` is "open" (apply.py keys open takes only on such rigs); ``emoca_head_bone`` and
-``emoca_translation_bone`` name the bones a take's head rotation and translation go to.
+The rig's own data (rig_parts.rig_info, on the armature data) says ``kind`` "open" (apply.py keys open takes only on
+such rigs); its ``head_bone`` and ``translation_bone`` name the bones a take's head rotation and translation go
+to.
 """
 
 from __future__ import annotations
@@ -28,7 +29,16 @@ import numpy as np
 
 from emoca_contract.take import FER_CLASSES_DEFAULT
 
-from .rig import add_bones, add_vertex_groups, ensure_prop, link_objects, new_armature, prop_name, skin
+from .rig_parts import (
+    add_bones,
+    add_vertex_groups,
+    ensure_prop,
+    link_objects,
+    new_armature,
+    prop_name,
+    set_rig_info,
+    skin,
+)
 
 EMOTION_RANGES = {"emoca_valence": (-1.0, 1.0, "Valence (negative to positive)"),
                   "emoca_arousal": (-1.0, 1.0, "Arousal (calm to excited)")}  # fmt: skip
@@ -68,14 +78,20 @@ def add_materials(mesh: bpy.types.Mesh, name: str, data: dict[str, Any]) -> None
 
 
 def add_shape_keys(mesh_obj, data: dict[str, Any]) -> None:
-    """``Basis``, the baked identity when present (at 1), one key per shape (slider 0..1)."""
+    """``Basis``, the baked identity when present (at 1), one key per shape (slider 0..1). Every key is relative to
+    ``Basis`` (the mean head): a shape key is the template plus its delta, so the identity adds once, whatever
+    the shapes' values (as backend.ict.rig.pose_rig: template + identity + sum of value * delta)."""
     base = np.asarray(data["v_template"], np.float64)
     mesh_obj.shape_key_add(name="Basis", from_mix=False)
     if data.get("identity") is not None:
-        base = base + np.asarray(data["identity"], np.float64)
-        _key(mesh_obj, str(data["meta"].get("identity_name", "identity")), base, 1.0)
+        _key(mesh_obj, identity_key_name(data), base + np.asarray(data["identity"], np.float64), 1.0)
     for shape, delta in zip(np.asarray(data["shape_names"]), np.asarray(data["shape_deltas"], np.float64)):
         _key(mesh_obj, str(shape), base + delta, 0.0)
+
+
+def identity_key_name(data: dict[str, Any]) -> str:
+    """The baked identity's shape key: ``meta.identity_name`` (the clip's), else ``identity``."""
+    return str(data["meta"].get("identity_name") or "identity")
 
 
 def _key(mesh_obj, name: str, coords: np.ndarray, value: float) -> None:
@@ -141,12 +157,16 @@ def build_open_rig(data: dict[str, Any], name: str, context) -> bpy.types.Object
     add_drivers(arm, mesh.shape_keys, meta.get("drivers", []))
     add_emotion_holder(arm)
 
-    arm["emoca_rig_kind"] = "open"
-    arm["emoca_n_exp"] = 0  # no FLAME expression coefficients
-    arm["emoca_mesh"] = mesh_obj.name
-    arm["emoca_rig_meta"] = json.dumps(meta)
-    arm["emoca_rig_source"] = str(data.get("source_path", ""))
-    arm["emoca_model"] = str(meta.get("model", ""))
-    arm["emoca_head_bone"] = str(meta.get("head_bone", "head"))
-    arm["emoca_translation_bone"] = str(meta.get("translation_bone", "root"))
+    set_rig_info(
+        arm,
+        kind="open",
+        n_exp=0,  # no FLAME expression coefficients
+        mesh=mesh_obj.name,
+        meta=json.dumps(meta),
+        source=str(data.get("source_path", "")),
+        model=str(meta.get("model", "")),
+        head_bone=str(meta.get("head_bone", "head")),
+        translation_bone=str(meta.get("translation_bone", "root")),
+        identity_name=identity_key_name(data) if data.get("identity") is not None else "",
+    )
     return arm

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bpy
 from bpy.props import BoolProperty, EnumProperty, StringProperty
@@ -22,13 +22,23 @@ from emoca_contract.take import read_take
 
 from .apply import apply_take
 from .client import BackendProcess, CaptureJob, TrainJob, run_request
-from .modal import CaptureJobOperator, TrainJobOperator
+from .likeness import LikenessJob, use_likeness
+from .likeness import request_fields as likeness_fields
+from .modal import BackendJobOperator, CaptureJobOperator, TrainJobOperator
 from .options import ApplyOptions
 from .preferences import backend_python, capture_options, flame_file, get_prefs
 from .progress import capture_text, train_text
-from .properties import with_apply_options
+from .properties import DEFAULT_TAKE_DIR, with_apply_options
+from .retarget import ops as retarget_ops
 from .rig import build_rig, find_rig, remove_rig
+from .takes import capture_targets, take_folder
 from .training import train_request
+
+# Typed for the checker only, as modal.py's bases (a subscripted Generic base makes Blender 4.2 crash on exit).
+if TYPE_CHECKING:
+    LikenessJobOperator = BackendJobOperator[LikenessJob]
+else:
+    LikenessJobOperator = BackendJobOperator
 
 
 def target_rig(context, name: str = ""):
@@ -170,26 +180,27 @@ class EMOCA_OT_capture(bpy.types.Operator, CaptureJobOperator, ApplyOptionProps)
         name="Take Folder",
         default="",
         subtype="DIR_PATH",
-        description="Where takes are written (empty: a temporary folder)",
+        description="Where takes are written (empty: the panel's Take Folder, by default takes/ beside the .blend)",
     )
 
     def prepare(self, context) -> str:
         self.footage = bpy.path.abspath(self.input) if self.input else footage_path(context)
         if not os.path.exists(self.footage):
             raise EmocaError("input_missing", f"footage not found: {self.footage}")
-        out_dir = Path(bpy.path.abspath(self.output_dir) if self.output_dir else tempfile.mkdtemp(prefix="emoca_"))
-        out_dir.mkdir(parents=True, exist_ok=True)
         settings = context.scene.emoca
-        self.capture_fields = {
-            "input": self.footage,
-            "output": str(out_dir if settings.face == "all" else out_dir / (Path(self.footage).stem + ".npz")),
-            "options": capture_options(settings, context),
-        }
+        setting = self.output_dir or settings.take_dir or DEFAULT_TAKE_DIR
+        out_dir = take_folder(setting if setting.startswith("//") else bpy.path.abspath(setting), bpy.data.filepath)
+        options = capture_options(settings, context)
+        take_output, rig_output = capture_targets(self.footage, out_dir, options.get("face"))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.capture_fields = {"input": self.footage, "output": str(take_output), "options": options}
         rig = target_rig(context, self.rig_name)
+        if rig is None:
+            rig_output.parent.mkdir(parents=True, exist_ok=True)
         # the rig is looked up again by name when the take is applied: no RNA pointers across modal steps
         self.rig_object = rig.name if rig is not None else ""
-        self.rig_output = "" if rig is not None else str(out_dir / "rig.npz")  # no rig: the backend exports one
-        return f"Capturing {Path(self.footage).name} (Esc cancels)"
+        self.rig_output = "" if rig is not None else str(rig_output)  # no rig: the backend exports one
+        return f"Capturing {Path(self.footage).name} into {out_dir} (Esc cancels)"
 
     def make_job(self, context, proc: BackendProcess) -> CaptureJob:
         return CaptureJob(proc, self.capture_fields, rig_output=self.rig_output or None, flame=flame_file(context))
@@ -222,6 +233,97 @@ class EMOCA_OT_capture(bpy.types.Operator, CaptureJobOperator, ApplyOptionProps)
         more = f" ({len(takes) - 1} more takes in {Path(takes[0]).parent})" if len(takes) > 1 else ""
         props.message = f"Captured {Path(self.footage).name} -> {action.name}{more}"
         self.report({"INFO"}, props.message)
+        return {"FINISHED"}
+
+
+class LikenessProps:
+    """Operator properties of the likeness operators: the take, the footage, what to put on which rig."""
+
+    take: StringProperty(name="Take", default="", description="The take (.npz); empty: the panel's")
+    video: StringProperty(name="Footage", default="", description="For the texture; empty: the take's")
+    identity: BoolProperty(name="Identity", default=True, description="Bake the performer's identity as one key")
+    texture: BoolProperty(name="Texture", default=True, description="The texture as the rig's base colour")
+    detail: BoolProperty(name="Detail Maps", default=False, description="The detail displacement maps (FLAME)")
+    identity_take: StringProperty(
+        name="Identity From", default="", description="Another take whose identity to bake (empty: this take's)"
+    )
+    rig_name: StringProperty(name="Rig", default="", description="The rig (empty: the panel's target rig)")
+    use_scene_settings: BoolProperty(
+        name="Use Panel Settings", default=False, options={"HIDDEN", "SKIP_SAVE"},
+        description="Read the take and what to make from the Likeness panel (the panel's buttons set this)",
+    )  # fmt: skip
+
+    def likeness_request(self, context) -> dict[str, Any]:
+        """{rig, take, video, identity, texture, detail, identity_take} from the panel or the operator, checked."""
+        src = context.scene.emoca_likeness if self.use_scene_settings else self
+        rig = target_rig(context, self.rig_name)
+        if rig is None:
+            raise EmocaError("config_invalid", "no EMOCA rig: import one, or pick it as the target rig")
+        take = bpy.path.abspath(src.take)
+        if not src.take or not os.path.isfile(take):
+            raise EmocaError("input_missing", f"take not found: {take or '(none chosen)'}", "Pick a take (.npz).")
+        return {"rig": rig.name, "take": take, "video": bpy.path.abspath(src.video) if src.video else None,
+                "identity": src.identity, "texture": src.texture, "detail": src.detail,
+                "identity_take": bpy.path.abspath(src.identity_take) if src.identity_take else None}  # fmt: skip
+
+
+def put_likeness(context, request: dict[str, Any]) -> str:
+    """Put a take's likeness files on the request's rig (one undo step); the report line."""
+    result = use_likeness(bpy.data.objects[request["rig"]], request["take"], request["identity"], request["texture"],
+                          request["detail"], identity_from=request["identity_take"], scene=context.scene,
+                          context=context)  # fmt: skip
+    parts = [f"identity key {result.identity_key!r}"] if result.identity_key else []
+    parts += [f"texture on {len(result.materials)} material(s)"] if result.materials else []
+    parts += ["detail maps (tick Detail to see them)"] if result.detail_image else []
+    return f"Likeness of {Path(request['take']).stem} on {request['rig']}: {', '.join(parts)}"
+
+
+class EMOCA_OT_likeness(bpy.types.Operator, LikenessJobOperator, LikenessProps):
+    """Make the performer's likeness with the backend (identity, texture, detail maps) and put it on the rig
+    (Esc cancels; the rig is unchanged until it is done)"""
+
+    bl_idname = "emoca.likeness"
+    bl_label = "Make Likeness"
+    bl_options = {"REGISTER", "UNDO"}
+
+    job_props = "emoca_likeness_job"
+    job_noun = "Likeness"
+    cancelled_message = "Likeness cancelled; the rig is unchanged"
+
+    def prepare(self, context) -> str:
+        self.request = self.likeness_request(context)
+        r = self.request
+        self.fields = likeness_fields(r["take"], r["video"], r["identity"], r["texture"],
+                                      r["detail"], flame=flame_file(context))  # fmt: skip
+        return f"Making the likeness of {Path(r['take']).stem} (Esc cancels)"
+
+    def make_job(self, context, proc: BackendProcess) -> LikenessJob:
+        return LikenessJob(proc, self.fields)
+
+    def progress_text(self, props) -> str:
+        return f"likeness: {props.stage} {props.progress * 100:.0f}%"
+
+    def job_done(self, context, props) -> set[str]:
+        props.message = put_likeness(context, self.request)
+        self.report({"INFO"}, props.message)
+        return {"FINISHED"}
+
+
+class EMOCA_OT_use_likeness(bpy.types.Operator, LikenessProps):
+    """Put a take's existing likeness files (NAME.likeness.json beside it) on the rig, without the backend"""
+
+    bl_idname = "emoca.use_likeness"
+    bl_label = "Use Likeness Files"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        try:
+            message = put_likeness(context, self.likeness_request(context))
+        except EmocaError as exc:
+            self.report({"ERROR"}, exc.report())
+            return {"CANCELLED"}
+        context.window_manager.emoca_likeness_job.message = message
+        self.report({"INFO"}, message)
         return {"FINISHED"}
 
 
@@ -318,4 +420,7 @@ CLASSES = (
     EMOCA_OT_train,
     EMOCA_OT_train_stop,
     EMOCA_OT_use_trained_model,
+    EMOCA_OT_likeness,
+    EMOCA_OT_use_likeness,
+    *retarget_ops.CLASSES,
 )

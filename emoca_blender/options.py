@@ -39,6 +39,12 @@ ACTION_MODE: EnumItems = (
     ("active", "Active Action", "Replace the take's frame range in the rig's current Action; keys outside stay"),
 )
 
+IDENTITY: EnumItems = (
+    ("auto", "From Take", "Bake the take's likeness identity into a rig that has none; a rig with one keeps it"),
+    ("take", "Replace", "Bake the take's likeness identity, replacing the rig's"),
+    ("keep", "Keep", "Leave the rig's identity as it is"),
+)
+
 
 @dataclass(frozen=True)
 class Option:
@@ -82,6 +88,8 @@ class ApplyOptions:
     push_down: bool = _option(False, "Push Down Previous", "Move the rig's previous Action onto an NLA track")
     frame_range: bool = _option(True, "Set Frame Range", "Set the scene's start/end frames to the take's frames")
     name: str = _option("", "Action Name", "The Action's name (empty: EMOCA_<clip>)", attr="action_name")
+    identity: str = _option("auto", "Identity", "The performer's identity key from the take's likeness "
+                            "(NAME.likeness.json; docs/likeness.md)", items=IDENTITY)  # fmt: skip
 
     def __post_init__(self) -> None:
         for opt in OPTIONS:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import bpy
 
+from .likeness import has_detail
 from .options import OPTIONS
 from .progress import capture_text, train_text
+from .retarget import panel as retarget_panel
+from .rig_parts import find_rig
 
 
 def _draw_job(layout, context) -> bool:
@@ -32,8 +35,14 @@ def _draw_capture(layout, context, clip=None) -> None:
     row.prop(s, "frame_start")
     row.prop(s, "frame_end")
     row.prop(s, "frame_step")
-    col.prop(s, "face")
+    row = col.row(align=True)
+    row.prop(s, "face")
+    if s.face == "TRACK":
+        row.prop(s, "face_track")
     col.prop(s, "smooth", slider=True)
+    col.prop(s, "take_dir")
+    if s.take_dir.startswith("//") and not bpy.data.filepath:
+        col.label(text="Save the .blend first: takes go beside it", icon="ERROR")
     col.prop(s, "rig")
     running = _draw_job(col, context)
     row = col.row()
@@ -91,6 +100,34 @@ class EMOCA_PT_view3d_apply(_Subpanel, bpy.types.Panel):
         _draw_apply(self.layout, context)
 
 
+def _draw_likeness(layout, context) -> None:
+    """The Likeness panel: the take and footage, what to make, Make (backend) / Use Files, progress, and the rig
+    mesh's Detail checkbox."""
+    s = context.scene.emoca_likeness
+    job = context.window_manager.emoca_likeness_job
+    col = layout.column()
+    col.enabled = not job.running
+    col.prop(s, "take")
+    col.prop(s, "video")
+    row = col.row(align=True)
+    row.prop(s, "identity", toggle=True)
+    row.prop(s, "texture", toggle=True)
+    row.prop(s, "detail", toggle=True)
+    col.prop(s, "identity_take")
+    row = col.row(align=True)
+    row.operator("emoca.likeness", icon="USER").use_scene_settings = True
+    row.operator("emoca.use_likeness", text="Use Files", icon="FILE_IMAGE").use_scene_settings = True
+    if job.running:
+        layout.progress(factor=job.progress, text=f"{job.stage} {job.progress * 100:.0f}%")
+        layout.label(text="Esc cancels", icon="CANCEL")
+    elif job.message:
+        layout.label(text=job.message, icon="INFO")
+    arm = find_rig(context.scene.emoca.rig) or find_rig(getattr(context, "active_object", None))  # as target_rig
+    mesh_obj = next((c for c in arm.children if c.type == "MESH"), None) if arm is not None else None
+    if mesh_obj is not None and has_detail(mesh_obj):
+        layout.prop(mesh_obj, "emoca_detail")
+
+
 def _draw_train(layout, context) -> None:
     """The Train panel: settings, a progress bar with epoch/step/loss and Stop, then the finished run."""
     s = context.scene.emoca_train
@@ -130,6 +167,13 @@ class EMOCA_PT_view3d_train(_Subpanel, bpy.types.Panel):
         _draw_train(self.layout, context)
 
 
+class EMOCA_PT_view3d_likeness(_Subpanel, bpy.types.Panel):
+    bl_label = "Likeness"
+
+    def draw(self, context):
+        _draw_likeness(self.layout, context)
+
+
 class EMOCA_PT_clip(_Sidebar, bpy.types.Panel):
     bl_label = "EMOCA Face Capture"
     bl_space_type = "CLIP_EDITOR"
@@ -146,4 +190,5 @@ class EMOCA_PT_clip(_Sidebar, bpy.types.Panel):
         _draw_apply(layout.box(), context)
 
 
-CLASSES = (EMOCA_PT_view3d, EMOCA_PT_view3d_apply, EMOCA_PT_view3d_train, EMOCA_PT_clip)
+CLASSES = (EMOCA_PT_view3d, EMOCA_PT_view3d_apply, EMOCA_PT_view3d_likeness, EMOCA_PT_view3d_train, EMOCA_PT_clip,
+           *retarget_panel.CLASSES)  # fmt: skip

@@ -1,26 +1,33 @@
-"""Add-on preferences: the backend interpreter, asset locations, device, capture defaults, environment set-up.
+"""Add-on preferences: the backend interpreter, asset locations, device, capture defaults, and the setup actions.
 
-``Create backend environment`` makes a venv in the extension's user folder and installs the bundled backend's
-pinned requirements exactly as the Makefile's ``env`` target does (``-c constraints.txt -r backend.txt``, then
-``--no-deps -r nodeps.txt``), running pip as subprocesses from a modal operator with progress; on failure the
-pip log is shown (and kept in the Text datablock ``EMOCA pip log``).
+The setup actions, each a :class:`~.steps.StepRun` (progress, log and Stop where the buttons are; one at a time):
+* *Create Backend Environment* makes a venv in the extension's user folder and installs the bundled backend's
+  pinned requirements exactly as the Makefile's ``env`` target does (``-c constraints.txt -r backend.txt``, then
+  ``--no-deps -r nodeps.txt``): about 2.5 GB from PyPI, so only with Blender's *Allow Online Access* on (the
+  manifest declares the ``network`` permission for it). On failure the pip log is shown (and kept in the Text
+  datablock ``EMOCA pip log``); the environment is used only once every step finished.
+* *Check* tests the environment first (environment.probe_command: torch, av, mediapipe, the backend's version),
+  then lists the FLAME/model paths set here and every installed asset (``assets status --json``), saying which
+  installed ones the paths set here replace.
+* *Import Assets* runs the backend's ``assets import`` on the picked zips/folders/files, then shows the status.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
-import threading
 from pathlib import Path
+from typing import Any
 
 import bpy
-from bpy.props import EnumProperty, FloatProperty, IntProperty, StringProperty
+from bpy.props import BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 
+from emoca_contract import __version__
 from emoca_contract.errors import EmocaError
 
-from .client import backend_env, backend_root, requirements_dir
+from . import client, environment
+from .steps import SetupOperator, Step, StepRun
 
 PACKAGE = __package__
 DEVICES = [
@@ -28,6 +35,7 @@ DEVICES = [
     ("cuda", "CUDA", "NVIDIA GPU"),
     ("cpu", "CPU", "The processor"),
 ]
+STATUS_TIMEOUT_S = 300.0  # the probe imports torch and mediapipe; a cold disk makes that slow
 
 
 def get_prefs(context=None):
@@ -37,32 +45,18 @@ def get_prefs(context=None):
     return addon.preferences if addon is not None else None
 
 
-def env_dir() -> Path:
-    """Where the backend venv lives: the extension's user folder (or a user data folder in a dev checkout)."""
-    try:
-        return Path(bpy.utils.extension_path_user(PACKAGE, path="backend_env", create=True))
-    except (ValueError, RuntimeError, TypeError):
-        return Path(bpy.utils.user_resource("DATAFILES", path=f"{PACKAGE}/backend_env", create=True))
-
-
-def venv_python(root: Path) -> Path:
-    return root / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
-
-
 def backend_python(context=None) -> str:
-    """The interpreter that runs the backend: preferences, $EMOCA_BACKEND_PYTHON, the created venv, else ours."""
+    """The interpreter that runs the backend (environment.choose_backend_python): the preference, then
+    $EMOCA_BACKEND_PYTHON, the finished created environment, the interpreter running bpy when it is not
+    Blender's; none of them: EmocaError('backend_missing')."""
     prefs = get_prefs(context)
-    if prefs is not None and prefs.backend_python:
-        return bpy.path.abspath(prefs.backend_python)
-    if os.environ.get("EMOCA_BACKEND_PYTHON"):
-        return os.environ["EMOCA_BACKEND_PYTHON"]
-    try:
-        venv = venv_python(env_dir())
-        if venv.exists():
-            return str(venv)
-    except Exception:  # noqa: BLE001 - no user folder (bpy module in tests): fall through
-        pass
-    return sys.executable
+    configured = bpy.path.abspath(prefs.backend_python) if prefs is not None and prefs.backend_python else ""
+    return environment.choose_backend_python(
+        configured,
+        os.environ.get("EMOCA_BACKEND_PYTHON", ""),
+        environment.created_python(environment.env_dir()),
+        environment.own_python(),
+    )
 
 
 def smoothing_options(strength: float) -> dict:
@@ -92,7 +86,7 @@ def capture_options(settings=None, context=None, **overrides) -> dict:
         opts["batch_size"] = prefs.batch_size
         opts.update(smoothing_options(prefs.smooth))
     if settings is not None:
-        opts["face"] = int(settings.face) if settings.face.isdigit() else settings.face
+        opts["face"] = settings.face_track if settings.face == "TRACK" else settings.face
         opts.update(smoothing_options(settings.smooth))
         end = "" if settings.frame_end < 0 else str(settings.frame_end + 1)
         if settings.frame_start or end or settings.frame_step != 1:
@@ -102,24 +96,54 @@ def capture_options(settings=None, context=None, **overrides) -> dict:
 
 
 STATUS_FORMAT = "emoca-assets-status"  # the ``assets status --json`` document (docs/assets.md), version 1+
+# The preferences' asset paths: (label, how the path must look, what it replaces among the installed assets).
+PREFERENCE_PATHS = {
+    "flame": ("FLAME Model", "a file", "capture and Import Rig use the FLAME Model set in the preferences"),
+    "model": ("EMOCA Model Folder", "a folder with cfg.yaml (or a deca_model.tar)",
+              "capture uses the EMOCA Model Folder set in the preferences"),
+    "emotion": ("Emotion Network", "a file or folder", "capture uses the Emotion Network set in the preferences"),
+}  # fmt: skip
 
 
-def check_assets(python: str) -> str:
-    """Run ``python -m backend assets status --json``; return a readable found/missing report."""
-    try:
-        out = subprocess.run(
-            [python, "-m", "backend", "assets", "status", "--json"],
-            cwd=str(backend_root().parent),
-            env=backend_env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise EmocaError("asset_missing", f"could not run the backend with {python}: {exc}") from exc
-    if out.returncode != 0:
-        raise EmocaError("asset_missing", f"`assets status` failed ({out.returncode}): {out.stderr.strip()[-400:]}")
-    return format_status(read_status(out.stdout))
+def preference_paths(prefs) -> dict[str, str]:
+    """The asset paths set in the preferences (absolute; "" where unset): keys of PREFERENCE_PATHS."""
+    if prefs is None:
+        return dict.fromkeys(PREFERENCE_PATHS, "")
+    values = {"flame": prefs.flame_path, "model": prefs.emoca_model, "emotion": prefs.emotion_path}
+    return {k: bpy.path.abspath(v) if v else "" for k, v in values.items()}
+
+
+def _path_fits(kind: str, path: Path) -> bool:
+    if kind == "flame":
+        return path.is_file()
+    if kind == "model":
+        return (path / "cfg.yaml").is_file() or (path.is_file() and path.suffix == ".tar")
+    return path.exists()
+
+
+def preference_lines(paths: dict[str, str]) -> list[str]:
+    """One Check line per asset path set in the preferences: ``found - path`` or ``MISSING - what it must be``."""
+    lines = []
+    for kind, path in paths.items():
+        if not path:
+            continue
+        label, shape, _ = PREFERENCE_PATHS[kind]
+        state = "found - " if _path_fits(kind, Path(path)) else f"MISSING - expected {shape}: "
+        lines.append(f"{label} (preferences): {state}{path}")
+    return lines
+
+
+def replaced_assets(document: dict, paths: dict[str, str]) -> dict[str, str]:
+    """Installed asset key -> why it is not what capture uses: the path set in the preferences replaces it."""
+    out: dict[str, str] = {}
+    for item in document["assets"]:
+        if paths.get("flame") and item["key"] in ("flame2020", "flame2023"):
+            out[item["key"]] = PREFERENCE_PATHS["flame"][2]
+        elif paths.get("model") and item.get("group") == "capture_model":
+            out[item["key"]] = PREFERENCE_PATHS["model"][2]
+        elif paths.get("emotion") and "emotion" in item.get("required_for", ()):
+            out[item["key"]] = PREFERENCE_PATHS["emotion"][2]
+    return out
 
 
 def read_status(text: str) -> dict:
@@ -136,9 +160,9 @@ def read_status(text: str) -> dict:
     return document
 
 
-def format_status(document: dict) -> str:
+def format_status(document: dict, replaced: dict[str, str] | None = None) -> str:
     """One line per asset: ``key: found - path``, else ``key: MISSING`` or ``key: invalid`` (`` (optional)``
-    where the asset is) followed by what it is and where it goes."""
+    where the asset is) followed by what it is and where it goes; ``replaced`` (key -> why) is appended."""
     lines = []
     for item in document["assets"]:
         usable = item["present"] and item["valid"] is not False
@@ -146,116 +170,280 @@ def format_status(document: dict) -> str:
         if not usable and item["optional"]:
             word += " (optional)"
         parts = [item["path"]] if usable else [item["message"], item["description"], item["path"]]
+        parts.append((replaced or {}).get(item["key"], ""))
         detail = "; ".join(str(p) for p in parts if p)
         lines.append(f"{item['key']}: {word}" + (f" - {detail}" if detail else ""))
     return "\n".join(lines)
 
 
-def env_steps(base_python: str, target: Path) -> list[list[str]]:
-    """The commands that build the backend venv (mirrors the Makefile's ``env`` target)."""
-    req = requirements_dir()
-    py = str(venv_python(target))
-    pip = [py, "-m", "pip", "install", "--disable-pip-version-check", "-c", str(req / "constraints.txt")]
-    return [
-        [base_python, "-m", "venv", str(target)],
-        pip + ["-r", str(req / "backend.txt")],
-        pip + ["--no-deps", "-r", str(req / "nodeps.txt")],
-    ]
+def check_lines(document: dict, paths: dict[str, str]) -> list[str]:
+    """The Check report after its first (environment) line: the preferences' paths, the assets folder, what
+    capture, rigs and emotion will use, then every asset."""
+    caps = document.get("capabilities", {})
+    lines = preference_lines(paths)
+    lines.append(f"assets folder: {document.get('root')} (from {document.get('root_source')})")
+    lines += [f"{name}: {caps[name]['message']}" for name in ("capture", "rig", "emotion") if name in caps]
+    return lines + format_status(document, replaced_assets(document, paths)).splitlines()
 
 
-class EMOCA_OT_create_env(bpy.types.Operator):
-    """Create a Python environment for the backend and install its pinned requirements (needs network)"""
+def missing_line(exc: EmocaError) -> str:
+    """The Check report's first line when the environment cannot run the backend."""
+    return f"backend: MISSING - {exc.message} ({exc.hint})".replace("\n", " ")
+
+
+def status_step(python: str) -> Step:
+    return Step("Listing the assets", [python, "-m", "backend", "assets", "status", "--json"], capture=True,
+                timeout=STATUS_TIMEOUT_S)  # fmt: skip
+
+
+def backend_run(steps: list[Step], log_path: Path | None = None, **hooks: Any) -> StepRun:
+    """Steps that run the bundled backend (its folder as the working directory, its environment)."""
+    return StepRun(steps, log_path=log_path, env=client.backend_env(), cwd=str(client.backend_root().parent), **hooks)
+
+
+def existing_python(context) -> str:
+    python = backend_python(context)
+    if not Path(python).exists():
+        raise EmocaError("backend_missing", f"backend Python not found: {python}")
+    return python
+
+
+ENV_LABELS = (
+    "Creating the virtual environment",
+    "Installing PyTorch, PyAV and the backend's other requirements (about 2.5 GB)",
+    "Installing MediaPipe and the packages that are installed without dependencies",
+)
+
+
+def online_access_error() -> EmocaError:
+    where = " (turned off on Blender's command line: --offline-mode)" if bpy.app.online_access_override else ""
+    return EmocaError(
+        "online_access_off",
+        f"Blender's Allow Online Access is off{where}: Create Backend Environment downloads about 2.5 GB of "
+        "Python packages (PyTorch, PyAV, MediaPipe, ...) from PyPI",
+    )
+
+
+def prepare_env(target: Path) -> None:
+    """Before installing into ``target``: its folder exists, and it no longer counts as ready until done."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        environment.clear_ready(target)
+
+
+class EMOCA_OT_create_env(bpy.types.Operator, SetupOperator):
+    """Create a Python environment for the backend and install its pinned requirements (downloads about 2.5 GB;
+    needs Blender's Allow Online Access)"""
 
     bl_idname = "emoca.create_env"
     bl_label = "Create Backend Environment"
+    setup_noun = "Backend environment creation"
 
-    def _setup(self, context) -> None:
-        target = env_dir()
-        self.steps = env_steps(sys.executable, target)
-        self.log_path = target.parent / "backend_env_pip.log"
-        self.state: dict = {"step": 0, "done": False, "failed": None}  # written by the pip thread
-        self._timer = None
-        context.window_manager.progress_begin(0, len(self.steps))
+    def make_run(self, context) -> StepRun:
+        if not bpy.app.online_access:
+            raise online_access_error()
+        self.target = environment.env_dir()
+        commands = environment.env_steps(sys.executable, self.target)
+        return backend_run(
+            [Step(label, command) for label, command in zip(ENV_LABELS, commands)],
+            log_path=self.target.parent / "backend_env_pip.log",
+            before=lambda: prepare_env(self.target),
+            after=lambda: environment.mark_ready(self.target),
+        )
 
-    def _run(self, steps, log_path: Path) -> None:
-        with open(log_path, "w", encoding="utf-8") as log:
-            for i, cmd in enumerate(steps):
-                self.state["step"] = i
-                log.write("$ " + " ".join(cmd) + "\n")
-                log.flush()
-                proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=backend_env())
-                if proc.returncode != 0:
-                    self.state["failed"] = f"step {i + 1} failed with status {proc.returncode}"
-                    break
-        self.state["done"] = True
+    def failed(self, context, props, run: StepRun) -> EmocaError:
+        log = run.log_tail(2000)
+        text = bpy.data.texts.get("EMOCA pip log") or bpy.data.texts.new("EMOCA pip log")
+        text.from_string(log)
+        props.log = log[-2000:]
+        return EmocaError(
+            "backend_missing",
+            f"creating the backend environment failed: {run.failure} (log: {run.log_path})",
+            "See the pip log below (also the Text 'EMOCA pip log'); check the network and that about 2.5 GB are "
+            "free, then press Create Backend Environment again: it continues where it stopped.",
+        )
 
-    def invoke(self, context, event):
-        if bpy.app.background:
-            return self.execute(context)
-        self._setup(context)
-        threading.Thread(target=self._run, args=(self.steps, self.log_path), daemon=True).start()
-        wm = context.window_manager
-        self._timer = wm.event_timer_add(0.5, window=context.window)
-        wm.modal_handler_add(self)
-        wm.emoca_job.message = "Creating the backend environment..."
-        return {"RUNNING_MODAL"}
-
-    def modal(self, context, event):
-        if event.type != "TIMER":
-            return {"PASS_THROUGH"}
-        wm = context.window_manager
-        wm.progress_update(self.state["step"])
-        wm.emoca_job.message = f"Backend environment: step {self.state['step'] + 1}/{len(self.steps)}"
-        if not self.state["done"]:
-            return {"RUNNING_MODAL"}
-        return self._finish(context)
-
-    def _finish(self, context):
-        wm = context.window_manager
-        if self._timer is not None:
-            wm.event_timer_remove(self._timer)
-        wm.progress_end()
-        log = self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.exists() else ""
-        if self.state["failed"]:
-            text = bpy.data.texts.get("EMOCA pip log") or bpy.data.texts.new("EMOCA pip log")
-            text.from_string(log)
-            wm.emoca_job.env_log = log[-2000:]
-            wm.emoca_job.message = "Environment creation failed: see the pip log below (Text 'EMOCA pip log')"
-            self.report({"ERROR"}, f"Backend environment: {self.state['failed']} (log: {self.log_path})")
-            return {"CANCELLED"}
+    def finish(self, context, props, run: StepRun) -> set[str]:
         prefs = get_prefs(context)
         if prefs is not None:
-            prefs.backend_python = str(venv_python(env_dir()))
-        wm.emoca_job.env_log = ""
-        wm.emoca_job.message = "Backend environment ready"
-        self.report({"INFO"}, "Backend environment ready")
+            prefs.backend_python = str(environment.venv_python(self.target))
+        props.message = "Backend environment ready: press Check"
+        self.report({"INFO"}, props.message)
         return {"FINISHED"}
 
-    def execute(self, context):
-        self._setup(context)
-        self._run(self.steps, self.log_path)
-        return self._finish(context)
 
-
-class EMOCA_OT_check_assets(bpy.types.Operator):
-    """Ask the backend which assets (FLAME, EMOCA model, emotion network) are installed"""
+class EMOCA_OT_check_assets(bpy.types.Operator, SetupOperator):
+    """Test the backend environment (torch, PyAV, MediaPipe, the backend's version), then list the paths set in
+    the preferences and which assets (FLAME, EMOCA model, emotion network) are installed"""
 
     bl_idname = "emoca.check_assets"
     bl_label = "Check"
+    setup_noun = "Check"
 
-    def execute(self, context):
-        job = context.window_manager.emoca_job
+    def make_run(self, context) -> StepRun:
         try:
-            job.check_report = check_assets(backend_python(context))
+            self.python = existing_python(context)
         except EmocaError as exc:
-            job.check_report = f"error: {exc.report()}"
-            self.report({"ERROR"}, exc.report())
-            return {"CANCELLED"}
+            context.window_manager.emoca_setup_job.check_report = missing_line(exc)
+            raise
+        self.paths = preference_paths(get_prefs(context))
+        probe = Step("Checking the backend environment", environment.probe_command(self.python), capture=True,
+                     timeout=STATUS_TIMEOUT_S)  # fmt: skip
+        return backend_run([probe, status_step(self.python)])
+
+    def _probe(self, run: StepRun) -> dict:
+        return environment.read_probe(run.outputs[0], run.returncodes[0], self.python, __version__)
+
+    def failed(self, context, props, run: StepRun) -> EmocaError:
+        if not run.returncodes:  # the interpreter could not be started
+            error = EmocaError("backend_missing", f"{self.python} could not be run: {run.failure}")
+        elif len(run.returncodes) == 1:  # the probe: what is missing
+            try:
+                self._probe(run)
+                error = EmocaError("internal", f"the environment check failed: {run.failure}")
+            except EmocaError as exc:
+                error = exc
+        else:
+            error = client.cli_error(run.errors[1], "`assets status`")
+        props.check_report = missing_line(error) if error.code == "backend_missing" else f"error: {error.report()}"
+        return error
+
+    def finish(self, context, props, run: StepRun) -> set[str]:
+        try:
+            probe = self._probe(run)
+        except EmocaError as exc:
+            props.check_report = missing_line(exc)
+            raise
+        props.check_report = "\n".join([environment.probe_line(probe), *check_lines(read_status(run.outputs[1]),
+                                                                                   self.paths)])  # fmt: skip
+        props.message = "Check done"
         self.report({"INFO"}, "Asset check done")
         return {"FINISHED"}
 
 
+def import_paths(directory: str, names: list[str]) -> list[str]:
+    """The picked files (``names`` in ``directory``), or the picked folder itself when no file was picked."""
+    if not directory and not names:
+        raise EmocaError("input_missing", "nothing was picked to import", "Pick the downloaded zips or folders.")
+    paths = [str(Path(directory) / n) for n in names if n] or [directory]
+    missing = [p for p in paths if not os.path.exists(p)]
+    if missing:
+        raise EmocaError("input_missing", f"not found: {missing[0]}")
+    return paths
+
+
+class EMOCA_OT_import_assets(bpy.types.Operator, SetupOperator):
+    """Import the downloaded asset zips, folders or files (FLAME, EMOCA/DECA models, emotion networks) into the
+    assets folder with the backend, then show what is installed"""
+
+    bl_idname = "emoca.import_assets"
+    bl_label = "Import Assets"
+    setup_noun = "Asset import"
+
+    filter_glob: StringProperty(
+        default="*.zip;*.pkl;*.npy;*.npz;*.tar;*.ckpt;*.pt;*.pth;*.obj;*.png;*.yaml",
+        options={"HIDDEN"},
+        description="The kinds of files the official downloads contain",
+    )
+    files: CollectionProperty(
+        type=bpy.types.OperatorFileListElement,
+        options={"HIDDEN", "SKIP_SAVE"},
+        description="The picked files (none: the picked folder is imported whole)",
+    )
+    directory: StringProperty(
+        subtype="DIR_PATH", options={"HIDDEN", "SKIP_SAVE"}, description="The folder the files were picked in"
+    )
+    force: BoolProperty(
+        name="Replace Installed", default=False, description="Replace assets that are already installed and valid"
+    )
+
+    def invoke(self, context, event):
+        if context.window_manager.emoca_setup_job.running:
+            return self.execute(context)  # refuses: a setup is running
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
+
+    def make_run(self, context) -> StepRun:
+        paths = import_paths(bpy.path.abspath(self.directory) if self.directory else "", [f.name for f in self.files])
+        python = existing_python(context)
+        command = [python, "-m", "backend", "assets", "import", *paths, *(["--force"] if self.force else [])]
+        label = f"Importing {len(paths)} item(s)"
+        return backend_run([Step(label, command, capture=True), status_step(python)])
+
+    def failed(self, context, props, run: StepRun) -> EmocaError:
+        what = "`assets import`" if len(run.returncodes) <= 1 else "`assets status`"
+        text = run.errors[-1] if run.errors else run.failure
+        error = client.cli_error(text, what)
+        props.check_report = f"error: {error.report()}"
+        return error
+
+    def finish(self, context, props, run: StepRun) -> set[str]:
+        document = read_status(run.outputs[1])
+        placed = [line.strip() for line in run.outputs[0].splitlines() if line.startswith("  ")]
+        lines = [f"imported: {len(placed)} file(s) into {document.get('root')}", *format_status(document).splitlines()]
+        props.check_report = "\n".join(lines)
+        props.message = f"Imported {len(placed)} file(s)"
+        self.report({"INFO"}, props.message)
+        return {"FINISHED"}
+
+
+class EMOCA_OT_setup_stop(bpy.types.Operator):
+    """Stop the running setup (its running command is ended and no further step starts)"""
+
+    bl_idname = "emoca.setup_stop"
+    bl_label = "Stop"
+
+    @classmethod
+    def poll(cls, context):
+        return context.window_manager.emoca_setup_job.running
+
+    def execute(self, context):
+        context.window_manager.emoca_setup_job.stop_requested = True
+        return {"FINISHED"}
+
+
+def _draw_report(layout, setup) -> None:
+    if setup.check_report:
+        box = layout.box()
+        for line in setup.check_report.splitlines():
+            bad = "MISSING" in line or "invalid" in line or line.startswith("error")
+            box.label(text=line, icon="ERROR" if bad else "CHECKMARK")
+    if setup.log:
+        box = layout.box()
+        box.label(text="pip log (last lines):", icon="ERROR")
+        for line in setup.log.splitlines()[-15:]:
+            box.label(text=line)
+
+
+def draw_preferences(layout, prefs, context) -> None:
+    """The preferences: the interpreter and how to make one, the asset paths, Import Assets and Check; while a
+    setup runs, its progress and Stop where its buttons are."""
+    setup = context.window_manager.emoca_setup_job
+    col = layout.column()
+    col.prop(prefs, "backend_python")
+    if setup.running:
+        col.progress(factor=setup.progress, text=setup.stage)
+        col.operator("emoca.setup_stop", icon="CANCEL")
+    else:
+        col.operator("emoca.create_env", icon="CONSOLE")
+        if not bpy.app.online_access:
+            col.label(text="Needs Allow Online Access (Preferences > System > Network): it downloads 2.5 GB",
+                      icon="INFO")  # fmt: skip
+    col.separator()
+    for name in ("flame_path", "emoca_model", "emotion_path", "device", "batch_size", "smooth"):
+        col.prop(prefs, name)
+    if not setup.running:
+        row = col.row(align=True)
+        row.operator("emoca.import_assets", icon="IMPORT")
+        row.operator("emoca.check_assets", icon="CHECKMARK")
+    if setup.message:
+        col.label(text=setup.message, icon="INFO")
+    _draw_report(col, setup)
+
+
 class EmocaPreferences(bpy.types.AddonPreferences):
+    """EMOCA for Blender's preferences: the backend environment, the asset paths, the device, capture defaults"""
+
     bl_idname = PACKAGE
 
     backend_python: StringProperty(
@@ -285,27 +473,7 @@ class EmocaPreferences(bpy.types.AddonPreferences):
     )
 
     def draw(self, context):
-        layout = self.layout
-        col = layout.column()
-        row = col.row(align=True)
-        row.prop(self, "backend_python")
-        col.operator("emoca.create_env", icon="CONSOLE")
-        col.separator()
-        for name in ("flame_path", "emoca_model", "emotion_path", "device", "batch_size", "smooth"):
-            col.prop(self, name)
-        col.operator("emoca.check_assets", icon="CHECKMARK")
-        job = context.window_manager.emoca_job
-        box_text = job.check_report or ""
-        if box_text:
-            box = col.box()
-            for line in box_text.splitlines():
-                bad = "MISSING" in line or "invalid" in line or line.startswith("error")
-                box.label(text=line, icon="ERROR" if bad else "CHECKMARK")
-        if job.env_log:
-            box = col.box()
-            box.label(text="pip log (last lines):", icon="ERROR")
-            for line in job.env_log.splitlines()[-15:]:
-                box.label(text=line)
+        draw_preferences(self.layout, self, context)
 
 
-CLASSES = (EMOCA_OT_create_env, EMOCA_OT_check_assets, EmocaPreferences)
+CLASSES = (EMOCA_OT_create_env, EMOCA_OT_check_assets, EMOCA_OT_import_assets, EMOCA_OT_setup_stop, EmocaPreferences)

@@ -1,7 +1,15 @@
 """All registered properties of the add-on, in one place.
 
-* ``Scene.emoca`` (saved with the .blend, undoable): capture options and the apply options.
+* ``Scene.emoca`` (saved with the .blend, undoable): capture options (where takes go, which face) and the apply
+  options.
 * ``WindowManager.emoca_job`` (not saved, not undone): the running capture's progress, drawn by the panels.
+* ``WindowManager.emoca_setup_job``: the running setup (create the environment, import assets, check) and the
+  last check's report, drawn by the preferences.
+* ``Scene.emoca_retarget``: the Retarget panel's character, take, mapping and options (declared in
+  retarget/props.py, registered here).
+* ``Scene.emoca_likeness``: the Likeness panel's take, footage and what to make; ``WindowManager.
+  emoca_likeness_job``: the likeness request's progress; ``Object.emoca_detail``: a rig mesh's detail checkbox
+  (likeness.py: links its detail maps into its material).
 * ``Scene.emoca_train``: the Train panel's settings; ``WindowManager.emoca_train_job``: the training's progress
   (epoch/step/loss) and its result (the run folder capture can load).
 
@@ -28,7 +36,10 @@ from bpy.props import (
 from emoca_contract.errors import EmocaError
 
 from .client import backend_root
+from .likeness import detail_update
 from .options import OPTIONS
+from .retarget import props as retarget_props
+from .rig_parts import is_rig
 
 SOURCE = [
     ("FILE", "Video File", "A video file or an image"),
@@ -38,9 +49,9 @@ SOURCE = [
 FACE = [
     ("largest", "Largest", "The largest face in the shot"),
     ("all", "All Faces", "One take per face track"),
-    ("0", "Track 0", "The first face track"),
-    ("1", "Track 1", "The second face track"),
+    ("TRACK", "Track", "The face track numbered by Track (0: the first; a capture of All Faces lists them)"),
 ]
+DEFAULT_TAKE_DIR = "//takes/"  # beside the .blend
 
 
 PREFERRED_CONFIGS = ("tiny_cpu", "emoca_v1", "emoca_v2", "emotion_resnet50")
@@ -94,11 +105,13 @@ def with_apply_options(cls: type) -> type:
 
 
 def _is_rig(self, obj) -> bool:
-    return obj.type == "ARMATURE" and "emoca_n_exp" in obj
+    return is_rig(obj)
 
 
 @with_apply_options
 class EmocaSettings(bpy.types.PropertyGroup):
+    """The scene's EMOCA settings: the footage, how it is captured, where takes go, and how they are applied"""
+
     source: EnumProperty(name="Footage", items=SOURCE, default="FILE", description="Where the footage comes from")
     footage: StringProperty(name="Footage File", subtype="FILE_PATH", description="A video file or an image")
     sequence_dir: StringProperty(name="Image Folder", subtype="DIR_PATH", description="A folder of numbered images")
@@ -106,34 +119,77 @@ class EmocaSettings(bpy.types.PropertyGroup):
     frame_end: IntProperty(name="Last Frame", default=-1, min=-1, description="Last source frame (-1: to the end)")
     frame_step: IntProperty(name="Step", default=1, min=1, description="Capture every n-th source frame")
     face: EnumProperty(name="Face", items=FACE, default="largest", description="Which face (track) to capture")
+    face_track: IntProperty(
+        name="Track", default=0, min=0, description="The face track a capture of Face 'Track' takes (0: the first)"
+    )
     smooth: FloatProperty(name="Smoothing", default=0.5, min=0.0, max=1.0, description="0 = raw, 1 = strong")
     rig: PointerProperty(
         name="Target Rig", type=bpy.types.Object, poll=_is_rig, description="The FLAME rig a capture animates"
     )
-    take_path: StringProperty(name="Take", subtype="FILE_PATH", description="A take file (.npz) to apply")
-    rig_path: StringProperty(name="Rig File", subtype="FILE_PATH", description="A rig file (.npz)")
+    take_dir: StringProperty(
+        name="Take Folder",
+        subtype="DIR_PATH",
+        default=DEFAULT_TAKE_DIR,
+        description="Where captures write their takes (rigs go into its rigs/ folder); //: beside the .blend, "
+        "which must then be saved",
+    )
 
 
 class JobProgress:
     """The progress fields every backend job shows (written by the modal-job mixin, modal.py)."""
 
-    running: BoolProperty(default=False, description="A job is running")
-    stop_requested: BoolProperty(default=False, description="Set by a Stop button; the job's operator stops")
+    running: BoolProperty(name="Running", default=False, description="A job is running")
+    stop_requested: BoolProperty(
+        name="Stop Requested", default=False, description="Set by a Stop button; the job's operator stops"
+    )
     progress: FloatProperty(
         name="Progress", default=0.0, min=0.0, max=1.0, subtype="FACTOR", description="How far the job is"
     )
-    stage: StringProperty(default="", description="What the backend is doing")
-    fps: FloatProperty(default=0.0, description="Frames (or steps) per second")
-    eta: FloatProperty(default=-1.0, description="Seconds left (-1: unknown)")
-    message: StringProperty(default="", description="The last job's outcome, shown in the panel")
+    stage: StringProperty(name="Stage", default="", description="What the backend is doing")
+    fps: FloatProperty(name="Rate", default=0.0, description="Frames (or steps) per second")
+    eta: FloatProperty(name="ETA", default=-1.0, description="Seconds left (-1: unknown)")
+    message: StringProperty(name="Message", default="", description="The last job's outcome, shown in the panel")
 
 
 class EmocaJob(bpy.types.PropertyGroup, JobProgress):
-    check_report: StringProperty(default="", description="The last asset check, one line per asset")
-    env_log: StringProperty(default="", description="The end of the pip log of a failed environment creation")
+    """The running (or last) capture's progress and outcome"""
+
+
+class SetupProgress(bpy.types.PropertyGroup, JobProgress):
+    """The running (or last) setup: creating the backend environment, importing assets, checking them"""
+
+    check_report: StringProperty(
+        name="Report", default="", description="The last check or import: the backend, then one line per asset"
+    )
+    log: StringProperty(name="Log", default="", description="The end of the log of a failed setup (pip's output)")
+
+
+class EmocaLikenessSettings(bpy.types.PropertyGroup):
+    """The Likeness panel's settings: which take (and footage), what to make and put on the rig"""
+
+    take: StringProperty(name="Take", subtype="FILE_PATH", description="The take (.npz) whose likeness to make")
+    video: StringProperty(
+        name="Footage", subtype="FILE_PATH", description="The take's footage, for the texture (empty: the take's own)"
+    )
+    identity: BoolProperty(name="Identity", default=True, description="Bake the performer's identity as one key")
+    texture: BoolProperty(name="Texture", default=True, description="A texture from the footage as base colour")
+    detail: BoolProperty(
+        name="Detail Maps", default=False, description="EMOCA's per-frame detail displacement (FLAME, --detail takes)"
+    )
+    identity_take: StringProperty(
+        name="Identity From",
+        subtype="FILE_PATH",
+        description="Another take of the performer whose likeness identity to bake (empty: this take's)",
+    )
+
+
+class EmocaLikenessJob(bpy.types.PropertyGroup, JobProgress):
+    """The running (or last) likeness request's progress and outcome"""
 
 
 class EmocaTrainSettings(bpy.types.PropertyGroup):
+    """The Train panel's settings: which config, on what data, into which folder, for how long"""
+
     config: EnumProperty(
         name="Config",
         items=CONFIG_ITEMS,
@@ -162,6 +218,8 @@ class EmocaTrainSettings(bpy.types.PropertyGroup):
 
 
 class EmocaTrainJob(bpy.types.PropertyGroup, JobProgress):
+    """The running (or last) training's progress and the run folder it made"""
+
     epoch: IntProperty(name="Epoch", default=0, description="The current epoch")
     step: IntProperty(name="Step", default=0, description="The current global step")
     total: IntProperty(name="Total Steps", default=-1, description="-1: unknown")
@@ -172,21 +230,37 @@ class EmocaTrainJob(bpy.types.PropertyGroup, JobProgress):
     checkpoint: StringProperty(
         name="Checkpoint", subtype="FILE_PATH", default="", description="The finished run's best checkpoint"
     )
-    capture_loadable: BoolProperty(default=True, description="False: a test network capture cannot load")
+    capture_loadable: BoolProperty(
+        name="Capture Loadable", default=True, description="False: a test network capture cannot load"
+    )
 
 
-CLASSES = (EmocaSettings, EmocaJob, EmocaTrainSettings, EmocaTrainJob)
+CLASSES = (EmocaSettings, EmocaJob, SetupProgress, EmocaTrainSettings, EmocaTrainJob, EmocaLikenessSettings,
+           EmocaLikenessJob, *retarget_props.CLASSES)  # fmt: skip
 
 
 def register_properties() -> None:
     bpy.types.Scene.emoca = PointerProperty(type=EmocaSettings)
     bpy.types.Scene.emoca_train = PointerProperty(type=EmocaTrainSettings)
     bpy.types.WindowManager.emoca_job = PointerProperty(type=EmocaJob)
+    bpy.types.WindowManager.emoca_setup_job = PointerProperty(type=SetupProgress)
     bpy.types.WindowManager.emoca_train_job = PointerProperty(type=EmocaTrainJob)
+    bpy.types.Scene.emoca_likeness = PointerProperty(type=EmocaLikenessSettings)
+    bpy.types.WindowManager.emoca_likeness_job = PointerProperty(type=EmocaLikenessJob)
+    bpy.types.Object.emoca_detail = BoolProperty(
+        name="Detail", default=False, update=detail_update,
+        description="Show the take's detail displacement maps on the rig (its likeness material's bump)",
+    )  # fmt: skip
+    retarget_props.register_properties()
 
 
 def unregister_properties() -> None:
+    retarget_props.unregister_properties()
+    del bpy.types.Object.emoca_detail
+    del bpy.types.WindowManager.emoca_likeness_job
+    del bpy.types.Scene.emoca_likeness
     del bpy.types.WindowManager.emoca_train_job
+    del bpy.types.WindowManager.emoca_setup_job
     del bpy.types.WindowManager.emoca_job
     del bpy.types.Scene.emoca_train
     del bpy.types.Scene.emoca

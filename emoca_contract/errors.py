@@ -23,9 +23,18 @@ ERROR_CODES: dict[str, str] = {
     "flame_mismatch": "The checkpoint was trained with a different FLAME model than the one configured.",
     "device_unavailable": "Choose --device cpu or install a CUDA build of PyTorch.",
     "cancelled": "The job was cancelled; nothing was written.",
+    "worker_lost": "A capture worker process died on this clip (a crash, out of memory, a lost machine) as often as "
+    "it was retried; check the clip and the machine's memory, then run the batch again: finished takes are skipped.",
+    "output_busy": "Another capture is writing the same output; wait for it to finish or choose another output.",
+    "output_unwritable": "Choose an output folder you can write to, with free space; a take already there is "
+    "left as it was.",
     "protocol": "The request was not understood; update the add-on and backend together.",
     "config_invalid": "Fix the configuration value named in the message.",
     "download_failed": "Check your credentials and network, then run the command again (it resumes).",
+    "backend_missing": "Press Create Backend Environment in the add-on's preferences (Edit > Preferences > "
+    "Add-ons > EMOCA for Blender), or set Backend Python to an interpreter with the backend's requirements.",
+    "online_access_off": "Allow Online Access in Edit > Preferences > System > Network, then press the button "
+    "again; or create the environment yourself (docs/install.md) and set Backend Python.",
     "internal": "This is a bug; please report it with the log.",
 }
 

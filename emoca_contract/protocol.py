@@ -20,7 +20,7 @@ from typing import Any, NamedTuple, Union, get_args, get_origin
 
 PROTOCOL_VERSION = 1
 
-REQUEST_TYPES = ("capture", "export_rig", "train", "status", "cancel")
+REQUEST_TYPES = ("capture", "export_rig", "train", "status", "cancel", "arkit_map", "face_landmarks", "likeness")
 EVENT_TYPES = ("progress", "log", "warning", "result", "error")
 
 
@@ -43,6 +43,13 @@ FIELDS: dict[str, dict[str, Field]] = {
         "input": Field(str),
         "output": Field(str),
         "options": Field(dict[str, Any] | None, required=False),  # checked as capture options by the backend
+        # a batch (docs/capture.md): the clips are ``input`` (which may itself be a folder, a glob or a manifest)
+        # and ``inputs``; ``output`` is then the folder of their takes
+        "inputs": Field(list[str] | None, required=False),
+        "jobs": _OPTIONAL_INT,
+        "overwrite": Field(bool | None, required=False),
+        "ray": _OPTIONAL_STR,  # "local", "auto" or a cluster's address
+        "ray_return": Field(bool | None, required=False),
     },
     "export_rig": {
         "id": Field(ID),
@@ -51,11 +58,38 @@ FIELDS: dict[str, dict[str, Field]] = {
         "flame": _OPTIONAL_PATH,
         "landmarks": _OPTIONAL_PATH,
         "shape_from": _OPTIONAL_PATH,
+        "identity_from": Field(list[str] | None, required=False),  # takes of one performer (docs/likeness.md)
         "n_shape": _OPTIONAL_INT,
         "n_exp": _OPTIONAL_INT,
     },
     "train": {"id": Field(ID), "config": Field(str), "overrides": Field(list[str] | None, required=False)},
     "status": {"id": Field(ID)},
+    "arkit_map": {  # the FLAME <-> ARKit map (retargeting): built once per FLAME model, cached
+        "id": Field(ID),
+        "head": _OPTIONAL_STR,
+        "flame": _OPTIONAL_PATH,
+        "landmarks": _OPTIONAL_PATH,
+        "n_exp": _OPTIONAL_INT,
+        "force": Field(bool | None, required=False),
+    },
+    "face_landmarks": {"id": Field(ID), "image": Field(str)},  # the detector on one image (a character's render)
+    "likeness": {  # identity, texture, detail maps from a take and its footage (docs/likeness.md)
+        "id": Field(ID),
+        "take": Field(str),
+        "video": _OPTIONAL_PATH,
+        "output": _OPTIONAL_PATH,
+        "identity": Field(bool | None, required=False),
+        "texture": Field(bool | None, required=False),
+        "detail": Field(bool | None, required=False),
+        "identity_from": Field(list[str] | None, required=False),
+        "flame": _OPTIONAL_PATH,
+        "model": _OPTIONAL_PATH,
+        "device": _OPTIONAL_STR,
+        "texels": _OPTIONAL_INT,
+        "frames": _OPTIONAL_INT,  # every n-th confident frame for the texture
+        "focal": Field(float | None, required=False),
+        "delight": Field(bool | None, required=False),
+    },
     "cancel": {"id": Field(ID)},
     "progress": {
         "id": Field(ID),

@@ -267,6 +267,11 @@ class Take:
         return float(fps) if fps else None
 
     @property
+    def likeness(self) -> dict[str, Any] | None:
+        """The take's likeness sidecar (:func:`read_likeness`), None when it has none or is not on disk."""
+        return read_likeness(self.path) if self.path is not None else None
+
+    @property
     def clip_name(self) -> str:
         """The footage's file stem (what actions are named after), else the take's own stem."""
         src = self.meta.get("source", {}).get("path")
@@ -371,7 +376,10 @@ def _parse_meta(path: Path, value: np.ndarray | None) -> dict[str, Any]:
         raise _bad(path, f"'meta' is not JSON ({str(exc)[:200]})") from exc
     if not isinstance(meta, dict) or meta.get("format") != TAKE_FORMAT:
         fmt = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        raise EmocaError("input_unsupported", f"{path}: meta.format is {fmt!r}, expected {TAKE_FORMAT!r} (not a take)")
+        hint = "It is a rig file: import it with Import Rig (or api.import_rig)." if fmt == "emoca-rig" else None
+        raise EmocaError(
+            "input_unsupported", f"{path}: meta.format is {fmt!r}, expected {TAKE_FORMAT!r} (not a take)", hint
+        )
     version = meta.get("version")
     try:
         major = int(str(version).split(".")[0])
@@ -497,3 +505,119 @@ def _check_arkit_meta(meta: dict[str, Any], arkit: np.ndarray, where: Path) -> N
     unknown = [n for n in names if n not in ARKIT_INDEX]
     if unknown or len(set(names)) != len(names):
         raise _bad(where, f"meta.arkit.names holds unknown or repeated ARKit names: {unknown[:5] or names}"[:300])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the likeness beside a take (docs/formats.md "Likeness sidecar", docs/likeness.md)
+
+LIKENESS_FORMAT = "emoca-likeness"
+LIKENESS_VERSION = 1
+LIKENESS_SUFFIX = ".likeness.json"
+IDENTITY_FORMAT = "emoca-identity"
+IDENTITY_VERSION = 1
+# section -> its keys naming files (relative to the sidecar's folder; a detail ``pattern`` holds one %d field)
+LIKENESS_FILES: dict[str, tuple[str, ...]] = {
+    "identity": ("file",),
+    "texture": ("albedo", "coverage"),
+    "detail": ("pattern",),
+}
+LIKENESS_HINT = "Make the likeness again: python -m backend likeness TAKE VIDEO."
+
+
+def likeness_path(take_path: str | os.PathLike) -> Path:
+    """Where a take's likeness sidecar lives: ``NAME.npz`` -> ``NAME.likeness.json`` beside it."""
+    path = Path(take_path)
+    return path.with_name(path.name.removesuffix(".npz") + LIKENESS_SUFFIX)
+
+
+def _relative_file(value: Any, where: Path, key: str) -> str:
+    """A sidecar's file name: a relative path inside the sidecar's folder (no absolute path, no ``..``)."""
+    if not isinstance(value, str) or not value or Path(value).is_absolute() or ".." in Path(value).parts:
+        raise EmocaError("input_corrupt", f"{where}: {key} is {value!r}"[:200] + ", expected a file name beside it",
+                         LIKENESS_HINT)  # fmt: skip
+    return value
+
+
+def read_likeness(take_path: str | os.PathLike) -> dict[str, Any] | None:
+    """A take's likeness sidecar, checked, with each named file resolved (``<key>_path``: absolute paths) and
+    ``present`` per section (whether its files exist; a detail sequence: its first frame's); None when the take
+    has none. EmocaError('input_corrupt'/'input_unsupported') for a damaged or newer sidecar."""
+    where = likeness_path(take_path)
+    if not where.is_file():
+        return None
+    try:
+        doc = json.loads(where.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        message = f"{where}: not a readable likeness file ({exc})"[:300]
+        raise EmocaError("input_corrupt", message, LIKENESS_HINT) from exc
+    if not isinstance(doc, dict) or doc.get("format") != LIKENESS_FORMAT:
+        raise EmocaError("input_unsupported", f"{where}: not a likeness file (format {LIKENESS_FORMAT!r})")
+    if not isinstance(doc.get("version"), int) or doc["version"] > LIKENESS_VERSION:
+        raise EmocaError("input_unsupported", f"{where}: likeness version {doc.get('version')!r}; this reader reads "
+                         f"up to {LIKENESS_VERSION}", "Update the add-on and backend together.")  # fmt: skip
+    for section, keys in LIKENESS_FILES.items():
+        part = doc.get(section)
+        if part is None:
+            continue
+        if not isinstance(part, dict):
+            raise EmocaError("input_corrupt", f"{where}: {section} must be an object", LIKENESS_HINT)
+        for key in keys:
+            if key in part:
+                part[key + "_path"] = str(where.parent / _relative_file(part[key], where, f"{section}.{key}"))
+        _check_likeness_section(section, part, where)
+    return doc
+
+
+def _check_likeness_section(section: str, part: dict[str, Any], where: Path) -> None:
+    """The fields a consumer relies on, per section; sets ``present``."""
+    if section == "detail":
+        frames = part.get("frames")
+        if not isinstance(frames, list) or not all(isinstance(f, int) and 0 <= f <= MAX_FRAME for f in frames):
+            raise EmocaError("input_corrupt", f"{where}: detail.frames must be a list of frame numbers", LIKENESS_HINT)
+        if "%" not in part.get("pattern", "") or not all(_number(part.get(k)) for k in ("scale", "midlevel")):
+            raise EmocaError("input_corrupt", f"{where}: detail needs a %d pattern, a scale and a midlevel",
+                             LIKENESS_HINT)  # fmt: skip
+        first = part["pattern_path"] % frames[0] if frames else ""
+        part["present"] = bool(frames) and Path(first).is_file()
+        return
+    if section == "texture":
+        uv = part.get("uv_range")
+        if not (isinstance(uv, list) and len(uv) == 2 and all(_span(r) for r in uv)):
+            raise EmocaError("input_corrupt", f"{where}: texture.uv_range must be [[u0, u1], [v0, v1]]", LIKENESS_HINT)
+        part["present"] = Path(part.get("albedo_path", "")).is_file()
+        return
+    part["present"] = Path(part.get("file_path", "")).is_file()
+
+
+def _span(value: Any) -> bool:
+    """A ``[low, high]`` pair of finite numbers with low < high."""
+    return isinstance(value, list) and len(value) == 2 and all(_number(x) for x in value) and value[0] < value[1]
+
+
+def read_identity(path: str | os.PathLike) -> dict[str, Any]:
+    """An identity file (``NAME_identity.npz``, docs/formats.md "Identity file"): ``coefficients`` (n,) float32,
+    ``offsets`` (V, 3) float32 when present, and ``meta`` (kind, name, head, how it was estimated)."""
+    path = Path(path)
+    if not path.is_file():
+        raise EmocaError("input_missing", f"identity file not found: {path}", LIKENESS_HINT)
+    if not is_npz(path):
+        raise EmocaError("input_corrupt", f"{path}: not an identity .npz (no zip header)", LIKENESS_HINT)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: np.asarray(z[k]) for k in z.files}
+        meta = json.loads(str(arrays.pop("meta")))
+    except (KeyError, ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        message = f"{path}: not a readable identity file ({exc})"[:300]
+        raise EmocaError("input_corrupt", message, LIKENESS_HINT) from exc
+    if not isinstance(meta, dict) or meta.get("format") != IDENTITY_FORMAT or meta.get("kind") not in KINDS:
+        raise EmocaError("input_unsupported", f"{path}: not an identity file (format {IDENTITY_FORMAT!r})")
+    coeffs = arrays.get("coefficients")
+    if coeffs is None or coeffs.ndim != 1 or coeffs.dtype.kind != "f" or not np.isfinite(coeffs).all():
+        raise EmocaError("input_corrupt", f"{path}: 'coefficients' must be finite floats (n,)", LIKENESS_HINT)
+    offsets = arrays.get("offsets")
+    if offsets is not None and (offsets.ndim != 2 or offsets.shape[1] != 3 or not np.isfinite(offsets).all()):
+        raise EmocaError("input_corrupt", f"{path}: 'offsets' must be finite (V, 3)", LIKENESS_HINT)
+    out: dict[str, Any] = {"coefficients": coeffs.astype(np.float32), "meta": meta}
+    if offsets is not None:
+        out["offsets"] = offsets.astype(np.float32)
+    return out

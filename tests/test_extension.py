@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -47,6 +48,13 @@ def test_zip_bundles_the_backend_and_excludes_tests_and_docs(extension_zip):
     for vendored in ("mediapipe/face_landmarker_v2_with_blendshapes.task", "mediapipe/LICENSE", "ict/ict_face.npz",
                      "ict/LICENSE", "ict/CREDITS.md", "README.md"):  # fmt: skip
         assert "backend/vendor/" + vendored in names, vendored
+
+
+def test_zip_manifest_declares_the_network_its_environment_button_uses(extension_zip):
+    """Create Backend Environment downloads from PyPI: the built (and Blender-validated) manifest says so."""
+    manifest = tomllib.loads(zipfile.ZipFile(extension_zip).read("blender_manifest.toml").decode("utf-8"))
+    assert set(manifest["permissions"]) == {"files", "network"}
+    assert "Create Backend Environment" in manifest["permissions"]["network"]
 
 
 INSTALL_SCRIPT = textwrap.dedent(

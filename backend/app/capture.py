@@ -1,7 +1,17 @@
-"""`python -m backend capture INPUT -o OUT.npz ...`: capture footage into take files (docs/formats.md).
+"""`python -m backend capture INPUT... -o OUT ...`: capture footage into take files (docs/formats.md, docs/capture.md).
+
+One input (a video, an image sequence, an image) -> ``-o OUT.npz`` (or a folder): a single capture. Several
+inputs, a folder of videos, a glob, a manifest (.csv/.json), or any of ``--jobs``/``--overwrite``/``--report``/
+``--ray`` -> a batch into the folder ``-o`` (backend.capture.manifest, backend.capture.batch; ``--ray``:
+backend.capture.ray_backend): takes already complete are skipped, each clip's failure is reported and the others
+go on, a summary table ends the run (``--report out.json``: the same as JSON); exit status 0 when every clip
+succeeded, 2 when any failed (the report is written either way).
 
 ``--progress json`` prints protocol ``progress``/``warning``/``result`` events on stdout (one JSON per line,
-what the add-on reads); ``text`` prints a progress line on stderr; ``none`` is quiet.
+what the add-on reads; a batch's events name their ``clip``, and each clip's end is a ``log`` event carrying its
+``clip_result``); ``text`` prints a progress line on stderr (a batch: one line per clip as it ends), each warning
+and the error on a line of its own; ``none`` is quiet. Every warning is said once (:class:`Notices`), Python
+warnings raised during the run included.
 """
 
 from __future__ import annotations
@@ -9,19 +19,37 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from backend.capture.batch import BatchOptions, BatchReport, ClipResult
+from backend.capture.dispatch import capture_batch
+from backend.capture.manifest import ClipJob, clip_jobs, is_batch_input
 from backend.capture.options import PRECISIONS, CaptureOptions, make_smoothing, parse_face
 from backend.capture.pipeline import capture, summary
 from emoca_contract import protocol
 from emoca_contract.errors import EmocaError
 
+if TYPE_CHECKING:  # ray is imported only for --ray (it takes a second to import)
+    from backend.capture.ray_backend import RayOptions
+
 JOB_ID = "capture"
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("input", help="video file, image-sequence folder or pattern (frame_%%04d.png), or an image")
     p.add_argument(
-        "-o", "--output", required=True, help="take file OUT.npz (with --face all: OUT_track<id>.npz each), or a folder"
+        "input",
+        nargs="+",
+        help="video file, image-sequence folder or pattern (frame_%%04d.png), or an image; several of them, a folder "
+        "of videos, a glob ('shots/*.mp4') or a manifest (.csv/.json, docs/capture.md) for a batch",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="take file OUT.npz (with --face all: OUT_track<id>.npz each), or a folder; a batch: the folder",
     )
     p.add_argument(
         "--model",
@@ -60,6 +88,23 @@ def configure(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--plot", help="write OUT.png: valence, arousal and expression curves")
     p.add_argument("--progress", default="text", choices=["json", "text", "none"])
+    b = p.add_argument_group("batch (many clips)")
+    b.add_argument("--jobs", type=int, default=None, help="worker processes decoding and detecting (default: cores)")
+    b.add_argument("--overwrite", action="store_true", help="capture clips whose takes are complete again")
+    b.add_argument("--report", help="write the batch's summary as JSON here (also when clips failed)")
+    b.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="fan the clips out to Ray workers: alone, a Ray on this machine; 'auto' or HOST:6379, a cluster",
+    )
+    b.add_argument("--ray-return", action="store_true", help="Ray workers return the takes (no shared folder)")
+    b.add_argument("--ray-workers", type=int, default=None, help="Ray actors (default: what the cluster holds)")
+    b.add_argument("--ray-cpus", type=float, default=1.0, help="CPUs per Ray worker")
+    b.add_argument("--ray-gpus", type=float, default=0.0, help="GPUs per Ray worker (0.25: four share one GPU)")
+    b.add_argument("--ray-retries", type=int, default=2, help="retries of a clip whose Ray worker died")
 
 
 def options_from_args(args: argparse.Namespace) -> CaptureOptions:
@@ -81,43 +126,200 @@ def options_from_args(args: argparse.Namespace) -> CaptureOptions:
     )
 
 
+@dataclass
+class Console:
+    """What the command prints on stderr in text mode: one progress line redrawn in place (a carriage return), a
+    new line when the stage changes, and every message (a warning, the error) on a line of its own: an open
+    progress line is ended first. Called from the capture's threads, hence the lock."""
+
+    line_open: bool = False
+    stage: str = ""
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def progress(self, done: int, total: int, stage: str, fps: float | None, eta: float | None) -> None:
+        rate = f" {fps:.1f} fps" if fps else ""
+        left = f" eta {eta:.0f}s" if eta is not None else ""
+        with self.lock:
+            lead = "\n" if self.line_open and stage != self.stage else "\r"
+            self.stage, self.line_open = stage, True
+            print(f"{lead}{stage:8s} {done}/{total}{rate}{left}   ", end="", file=sys.stderr, flush=True)
+
+    def message(self, text: str) -> None:
+        with self.lock:
+            self._end()
+            print(text, file=sys.stderr, flush=True)
+
+    def end_line(self) -> None:
+        with self.lock:
+            self._end()
+
+    def _end(self) -> None:
+        if self.line_open:
+            print(file=sys.stderr, flush=True)
+            self.line_open = False
+
+
+@dataclass
+class Notices:
+    """Every warning of one capture said once, whichever way it came: the capture's own (``warn``) and Python
+    warnings raised meanwhile (the reconstructor warns "UNTRAINED network" itself, and the capture reports it
+    too). Installed as ``warnings.showwarning`` for the run."""
+
+    say: Callable[[str], None]
+    seen: set[str] = field(default_factory=set)
+
+    def __call__(self, message: str) -> None:
+        if message not in self.seen:
+            self.seen.add(message)
+            self.say(message)
+
+    def showwarning(self, message, category, filename, lineno, file=None, line=None) -> None:
+        self(str(message))
+
+
+_EMIT_LOCK = threading.Lock()
+
+
 def _emit(msg: dict) -> None:
-    sys.stdout.write(protocol.encode(msg))
-    sys.stdout.flush()
+    with _EMIT_LOCK:  # the loader thread warns while the main thread reports progress
+        sys.stdout.write(protocol.encode(msg))
+        sys.stdout.flush()
+
+
+def is_batch(args: argparse.Namespace) -> bool:
+    """Whether the command line asks for a batch (the module docstring) rather than a single capture."""
+    flags = args.jobs is not None or args.overwrite or args.report or args.ray is not None or args.ray_return
+    return bool(flags) or len(args.input) > 1 or is_batch_input(args.input[0])
+
+
+def ray_options(args: argparse.Namespace) -> RayOptions | None:
+    """The RayOptions of ``--ray ...`` (None without --ray; ray is imported only then)."""
+    if args.ray is None:
+        if args.ray_return:
+            raise EmocaError("config_invalid", "--ray-return needs --ray")
+        return None
+    from backend.capture.ray_backend import RayOptions
+
+    return RayOptions(
+        address=args.ray,
+        workers=args.ray_workers,
+        cpus_per_worker=args.ray_cpus,
+        gpus_per_worker=args.ray_gpus,
+        retries=args.ray_retries,
+        return_takes=args.ray_return,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    if is_batch(args):
+        return run_batch_command(args)
     options = options_from_args(args)
     mode = args.progress
+    console = Console()
 
     def progress(done: int, total: int, stage: str, fps: float | None, eta: float | None) -> None:
         if mode == "json":
             _emit(protocol.progress(JOB_ID, done, total, stage, fps, eta))
         elif mode == "text":
-            rate = f" {fps:.1f} fps" if fps else ""
-            left = f" eta {eta:.0f}s" if eta is not None else ""
-            lead = "\n" if last_stage[0] and stage != last_stage[0] else "\r"
-            last_stage[0] = stage
-            print(f"{lead}{stage:8s} {done}/{total}{rate}{left}   ", end="", file=sys.stderr, flush=True)
+            console.progress(done, total, stage, fps, eta)
 
-    def warn(message: str) -> None:
+    def say(message: str) -> None:
         if mode == "json":
             _emit(protocol.make("warning", id=JOB_ID, message=message))
         elif mode == "text":
-            print(f"\nwarning: {message}", file=sys.stderr)
+            console.message(f"warning: {message}")
 
+    notices = Notices(say)
     cancel = threading.Event()
-    last_stage = [""]
-    try:
-        paths = capture(args.input, args.output, options, progress=progress, cancel=cancel, warn=warn)
-    except KeyboardInterrupt:
-        cancel.set()
-        raise EmocaError("cancelled", "capture interrupted") from None
+    with warnings.catch_warnings():
+        warnings.showwarning = notices.showwarning
+        try:
+            paths = capture(args.input[0], args.output, options, progress=progress, cancel=cancel, warn=notices)
+        except KeyboardInterrupt:
+            cancel.set()
+            raise EmocaError("cancelled", "capture interrupted before any take was written") from None
+        finally:
+            console.end_line()  # the error, or the paths, start on a line of their own
     if mode == "json":
         _emit(protocol.make("result", id=JOB_ID, files=[str(p) for p in paths], **summary(paths)))
     else:
-        if mode == "text":
-            print(file=sys.stderr)
         for p in paths:
             print(p)
     return 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# a batch
+
+
+def clip_line(i: int, n: int, result: ClipResult) -> str:
+    """One clip's end, as text mode prints it."""
+    head = f"[{i + 1}/{n}] {result.name}: {result.status}"
+    if result.error:
+        return f"{head} [{result.error['code']}] {result.error['message']}"
+    fps = f", {result.fps:.1f} fps" if result.fps else ""
+    return f"{head}, {result.frames} frames, {result.faces} faces{fps}"
+
+
+@dataclass
+class BatchEvents:
+    """What a batch says as it runs, in the command's ``--progress`` mode (module docstring)."""
+
+    mode: str
+    jobs: list[ClipJob]
+    console: Console = field(default_factory=Console)
+
+    def progress(self, i: int, done: int, total: int, stage: str, fps: float | None, eta: float | None) -> None:
+        if self.mode == "json":
+            name = self.jobs[i].name
+            _emit(
+                protocol.progress(JOB_ID, done, total, stage, fps, eta, clip=name, clip_index=i, clips=len(self.jobs))
+            )
+
+    def clip(self, i: int, result: ClipResult) -> None:
+        line = clip_line(i, len(self.jobs), result)
+        if self.mode == "json":
+            _emit(protocol.make("log", id=JOB_ID, level="info", message=line, clip_result=result.to_dict()))
+        elif self.mode == "text":
+            self.console.message(line)
+
+    def warn(self, message: str) -> None:
+        if self.mode == "json":
+            _emit(protocol.make("warning", id=JOB_ID, message=message))
+        elif self.mode == "text":
+            self.console.message(f"warning: {message}")
+
+
+def batch_result(report: BatchReport) -> dict:
+    """The ``result`` event of a batch: every take (written or skipped) and the report."""
+    return protocol.make("result", id=JOB_ID, files=report.files(), **report.to_dict())
+
+
+def run_batch_command(args: argparse.Namespace) -> int:
+    """A batch (module docstring): 0 when every clip succeeded, 2 when any failed; a cancel raises 'cancelled'
+    after the report is written."""
+    if args.jobs is not None and args.jobs < 1:
+        raise EmocaError("config_invalid", f"--jobs {args.jobs}: must be >= 1")
+    ray = ray_options(args)
+    jobs = clip_jobs(args.input, args.output, options_from_args(args))
+    events = BatchEvents(args.progress, jobs)
+    cancel = threading.Event()
+    with warnings.catch_warnings():
+        warnings.showwarning = Notices(events.warn).showwarning
+        report = capture_batch(
+            jobs, BatchOptions(args.jobs, args.overwrite), ray, events.progress, events.clip, cancel, events.warn
+        )
+    if args.report:
+        report.write(args.report)
+    if args.progress == "text":
+        print(report.table())
+    elif args.progress == "json" and not report.cancelled:  # a cancel ends with its error event
+        _emit(batch_result(report))
+    if report.cancelled:
+        kept = report.count("done") + report.count("skipped")
+        raise EmocaError(
+            "cancelled",
+            f"batch cancelled: {kept} of {len(jobs)} clips have complete takes (kept)",
+            "Run the same command again: the complete takes are skipped, the rest are captured.",
+        )
+    return 0 if report.ok else 2

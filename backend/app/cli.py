@@ -22,10 +22,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "encode": ("backend.app.encode", "reconstruct faces in single images"),
     "capture": ("backend.app.capture", "capture footage into take files"),
     "smooth": ("backend.app.smooth", "redo a take's smoothing from its raw values (no re-capture)"),
+    "likeness": ("backend.app.likeness", "the performer's identity, texture and detail maps from a take"),
     "serve": ("backend.app.serve", "the stdio JSON-lines protocol used by the Blender add-on"),
     "train": ("backend.app.train", "train EMOCA's expression encoder or the emotion network"),
     "bench": ("backend.app.bench", "benchmarks (capture, render, train)"),
     "demo": ("backend.app.demo", "generate a clip, capture it and build a .blend (the README's demo)"),
+    "livelink": ("backend.app.livelink", "takes to and from Live Link Face CSV files (ARKit curves)"),
+    "arkit-map": ("backend.app.arkit_map", "the FLAME <-> ARKit map of a FLAME model (retargeting)"),
 }
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from backend import __version__
+from backend.capture.options import PRECISIONS
 from backend.flame.camera import CROP_SIZE, crop_to_frame
 from backend.footage.crop import face_crop, invert
 from emoca_contract.errors import EmocaError
@@ -48,6 +49,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detector", default="auto", help="auto | mediapipe | fan (with --crop auto)")
     parser.add_argument("--max-faces", type=int, default=4, help="most faces per image (--crop auto)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="fp32 (default: the exact path), bf16 (autocast: faster where the CPU has native bf16), auto",
+    )
     parser.add_argument(
         "--checkpoint", choices=("best", "latest"), default="best", help="which checkpoint of an EMOCA model folder"
     )
@@ -145,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
             landmarks=args.landmarks or found.landmarks,
             mediapipe=found.mediapipe,
             checkpoint_mode=args.checkpoint,
+            precision=args.precision,
         )
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
@@ -176,7 +184,10 @@ def run(args: argparse.Namespace) -> int:
         "images": [str(p) for p in args.images],
         "crop_mode": args.crop,
         "notes": notes,
-        "model": {k: rec.info.get(k) for k in ("name", "kind", "trained", "checkpoint", "flame", "device", "dtype")},
+        "model": {
+            k: rec.info.get(k)
+            for k in ("name", "kind", "trained", "checkpoint", "flame", "device", "dtype", "precision")
+        },
         "warnings": list(rec.info.get("warnings", [])),
         "light": "(N, 9, 3): 9 SH bands x RGB",
         "coordinates": "landmarks2d/3d: normalised crop coords [-1,1], +y down; landmarks: image pixels; "

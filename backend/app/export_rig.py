@@ -21,11 +21,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-exp", type=int, default=50, help="FLAME expression components to export (default 50)")
     parser.add_argument("--n-shape", type=int, default=100, help="FLAME identity components to export (default 100)")
     parser.add_argument("--shape-from", type=Path, help="a FLAME take: bake its mean identity (valid frames)")
+    parser.add_argument("--identity-from", type=Path, action="append", metavar="TAKE",
+                        help="bake the performer's identity from this take (repeatable: several takes of one "
+                        "performer); FLAME or open takes, for either head (docs/likeness.md)")  # fmt: skip
     parser.add_argument("-o", "--output", type=Path, required=True, help="the rig file to write (.npz)")
 
 
 def run(args: argparse.Namespace) -> int:
     result = export_rig(args.output, args.flame, args.landmarks, args.n_shape, args.n_exp, args.shape_from,
-                        head=args.head)  # fmt: skip
+                        head=args.head, identity_from=args.identity_from)  # fmt: skip
     print(result["files"][0])
     return 0

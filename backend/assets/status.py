@@ -102,8 +102,8 @@ def capabilities(statuses: Sequence[AssetStatus]) -> dict[str, dict]:
     flame = "FLAME 2020" if ok("flame2020") else "FLAME 2023" if ok("flame2023") else None
     rig = {
         "official": flame is not None,
-        "using": flame or "synthetic test head (not FLAME)",
-        "message": f"rig from {flame}" if flame else "no FLAME file: export-rig uses the synthetic test head",
+        "using": flame or "ICT-FaceKit open head (not FLAME)",
+        "message": f"rig from {flame}" if flame else "no FLAME file: export-rig uses the open ICT-FaceKit head",
     }
 
     model_key = _first_usable(by, MODEL_PREFERENCE)
@@ -113,9 +113,15 @@ def capabilities(statuses: Sequence[AssetStatus]) -> dict[str, dict]:
     if trained:
         msg = f"trained model {model} with FLAME 2020"
     elif model:
-        msg = f"trained model {model} found, but {', '.join(missing)} missing: capture runs the untrained network"
+        msg = (
+            f"trained model {model} found, but {', '.join(missing)} missing: an EMOCA capture stops with asset_missing "
+            "until they are installed; `--model open` captures with the open model meanwhile"
+        )
     else:
-        msg = "no official weights found: capture runs an UNTRAINED network (import or fetch a model)"
+        msg = (
+            "no official weights found: capture uses the open model (MediaPipe's ARKit blendshapes and head pose, "
+            "no licensed files); import or fetch EMOCA for FLAME captures"
+        )
     capture = {"trained": trained, "model": model, "flame": flame, "missing": missing, "message": msg}
 
     detail_missing = [
@@ -154,7 +160,7 @@ def capabilities(statuses: Sequence[AssetStatus]) -> dict[str, dict]:
     detectors = [
         n
         for n, keys in (
-            ("mediapipe", ("mediapipe_face_landmark", "mediapipe_face_detection")),
+            ("mediapipe", ("face_landmarker",)),
             ("fan", ("fan_2d", "fan_s3fd")),
         )
         if all(ok(k) for k in keys)

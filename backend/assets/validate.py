@@ -324,10 +324,22 @@ def _v_torch_hub_file(path: Path, deep: bool) -> Validation:
     return True, "valid: torch file header"
 
 
-def _v_tflite(path: Path, deep: bool) -> Validation:
-    if file_head(path, 8)[4:8] != b"TFL3":
-        return False, "not a TensorFlow Lite model"
-    return True, "valid: TFLite model"
+TASK_MEMBERS = ("face_detector.tflite", "face_landmarks_detector.tflite", "face_blendshapes.tflite")
+
+
+def _v_task_bundle(path: Path, deep: bool) -> Validation:
+    """A MediaPipe task bundle: a zip holding the three TFLite models the Face Landmarker runs."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+    except zipfile.BadZipFile:
+        return False, "not a MediaPipe task bundle (not a zip)"
+    missing = [m for m in TASK_MEMBERS if m not in names]
+    if missing:
+        return False, f"not the Face Landmarker bundle: lacks {', '.join(missing)}"
+    return True, "valid: Face Landmarker bundle (detector, landmarks, blendshapes)"
 
 
 def _v_hdf5(path: Path, deep: bool) -> Validation:
@@ -349,7 +361,7 @@ VALIDATORS: dict[str, Callable[[Path, bool], Validation]] = {
     "emotion_folder": _v_emotion_folder,
     "deca_tar": _v_deca_tar,
     "torch_hub_file": _v_torch_hub_file,
-    "tflite": _v_tflite,
+    "task_bundle": _v_task_bundle,
     "hdf5": _v_hdf5,
 }
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -244,19 +245,26 @@ def load_networks(options: CaptureOptions, device: str, warn: Warn) -> Loaded:
     return nets, model_meta, emo_meta, fallbacks
 
 
+# what capture(networks=...) takes: loaded networks, or a function that returns them (a batch's shared cache:
+# called in the loader thread, so the clip's footage is read meanwhile)
+NetworkSource = Loaded | Callable[[], Loaded]
+
+
 class Loader(threading.Thread):
     """load_networks in a thread; ``wait(cancel)`` returns its result or raises its error / 'cancelled'.
 
-    ``preloaded`` (a load_networks result) makes it a no-op that is done at once."""
+    ``preloaded``: a load_networks result makes it a no-op that is done at once; a function returning one is called
+    in the thread instead of load_networks."""
 
-    def __init__(self, options: CaptureOptions, device: str, warn: Warn, preloaded: Loaded | None = None):
+    def __init__(self, options: CaptureOptions, device: str, warn: Warn, preloaded: NetworkSource | None = None):
         super().__init__(name="capture-loader", daemon=True)
         self.args = (options, device, warn)
-        self.result = preloaded
+        self.source = preloaded if callable(preloaded) else None
+        self.result = None if callable(preloaded) else preloaded
         self.error: BaseException | None = None
         self.seconds = 0.0
         self.done = threading.Event()
-        if preloaded is not None:
+        if self.result is not None:
             self.done.set()
 
     def start(self) -> None:
@@ -266,7 +274,7 @@ class Loader(threading.Thread):
     def run(self) -> None:
         t0 = time.perf_counter()
         try:
-            self.result = load_networks(*self.args)
+            self.result = self.source() if self.source is not None else load_networks(*self.args)
         except BaseException as exc:
             self.error = exc
         finally:

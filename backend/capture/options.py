@@ -30,6 +30,9 @@ OPEN_MODEL = "open"
 UNTRAINED_MODEL = "untrained"
 # The reconstructor's precisions (backend.models.reconstructor.PRECISIONS; a test keeps the two equal).
 PRECISIONS = ("fp32", "bf16", "auto")
+# The options that do not decide a take's contents (where it runs and how fast, the extras beside it): left out of
+# the take's ``meta.options``, so a take captured with other values of these is still complete for a batch's resume.
+NOT_DECISIVE = ("batch_size", "queue_frames", "preview", "plot")
 
 
 @dataclass
@@ -92,6 +95,33 @@ class CaptureOptions:
         d["smoothing"] = smoothing_meta(self.smoothing)
         d["frames"] = _frames_text(self.frames)
         return d
+
+
+def decisive_options(options: CaptureOptions) -> dict[str, Any]:
+    """The options that decide a take's contents, as plain values: the take's ``meta.options`` (a batch skips a
+    clip whose take has the same ones: backend.capture.batch). Everything but :data:`NOT_DECISIVE`; ``face`` as
+    :func:`parse_face` reads it, ``frames`` as "A:B:S", smoothing as its take metadata."""
+    d = options.to_dict()
+    d["face"] = parse_face(d["face"])
+    d["frames"] = parse_frames(options.frames).text()
+    d["smoothing"] = smoothing_meta(options.smoothing if options.smoothing is not None else SmoothingOptions())
+    return {k: v for k, v in d.items() if k not in NOT_DECISIVE}
+
+
+def network_key(options: CaptureOptions, device: str) -> tuple:
+    """What decides which networks a capture loads (:func:`backend.capture.networks.load_networks`): clips of one
+    batch with equal keys share one set of loaded networks."""
+    return (
+        capture_kind(options),
+        options.model,
+        options.flame,
+        options.emotion,
+        device,
+        options.precision,
+        bool(options.detail),
+        detector_gives_arkit(options.detector),
+        options.batch_size,
+    )
 
 
 def _frames_text(frames: Any) -> str | None:
@@ -204,11 +234,3 @@ def output_paths(output: str | Path, input_path: str | Path, track_ids: list[int
     if face == "all":
         return [out.with_name(f"{out.stem}_track{t}.npz") for t in track_ids]
     return [out]
-
-
-def parts_location(output: str | Path, input_path: str | Path) -> tuple[Path, str]:
-    """(folder, stem) for the per-track chunk files: beside OUT.npz, or in the output folder."""
-    out = Path(output)
-    if out.is_dir() or out.suffix.lower() != ".npz":
-        return out, Path(input_path).stem
-    return out.parent, out.stem

@@ -9,7 +9,8 @@ Pipeline (streaming, bounded memory)::
         reconstructor + emotion, or emotion alone for the open model) + the detector's columns
         (backend.capture.open) -> rows appended to one TakeWriter per track (chunk files on disk)
     finalise: pick the track(s), fill short gaps (flagged), smooth (raw_* kept; the detector's 478 points a slice
-        at a time from disk), write NAME.npz atomically
+        at a time from disk), write each take whole into the run's work folder, then move them all into place
+    extras: --plot / --preview, from the finished take
 
 The model decides the take's kind (backend.capture.options.capture_kind): "open" (the default without an
 installed EMOCA/DECA model: ARKit scores, head rotation and translation from the detector) or "flame" (EMOCA/DECA
@@ -23,14 +24,27 @@ frame instead. Memory stays bounded either way: frames live only in the bounded 
 ``chunk_rows`` rows, and a track that appears late costs nothing for the frames before it (TakeWriter.skip).
 The only per-frame state kept in memory is (frame index, time): 16 bytes a frame.
 
+Nothing lost (backend.capture.output): before any work the output is checked, its folders made and an exclusive
+lock taken on it (a second capture of the same output is refused: ``output_busy``); every chunk and unfinished take
+lives in the run's own hidden work folder beside the output. The takes replace what was at their paths only when
+all of them are complete (``commit_takes``), so a failure or cancel before that leaves an earlier take untouched and
+removes everything the run made (its work folder, lock and the folders it created); one after it (during the
+preview) keeps the new takes and says so. Nothing here deletes a file the run did not create.
+
+Front ends (backend.capture.reader.FrontEnd): the reader thread above by default; a batch's worker process
+(backend.capture.workers) runs the same decode/detect/crop loop and hands over the same FrameItems, so a clip's
+take is the same whichever front end read it.
+
 Cancelling (``cancel`` event) is checked between frames in the reader and between micro-batches in the main
-thread; micro-batches are small on CPU so a cancel lands within a second. Nothing named ``.npz`` is left.
+thread; micro-batches are small on CPU so a cancel lands within a second.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import queue
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -40,7 +54,7 @@ from typing import Any
 import numpy as np
 
 from backend import __version__
-from backend.capture.networks import Loaded, Loader, Networks, landmarks_to_frame
+from backend.capture.networks import Loaded, Loader, Networks, NetworkSource, landmarks_to_frame
 from backend.capture.open import arkit_meta, open_rows
 from backend.capture.options import (
     CaptureOptions,
@@ -50,13 +64,14 @@ from backend.capture.options import (
     capture_kind,
     check_detector,
     check_precision,
+    decisive_options,
     output_paths,
     parse_face,
     parse_frames,
-    parts_location,
     resolve_device,
 )
-from backend.capture.reader import END, FaceObs, FrameItem, Reader, stop_reader
+from backend.capture.output import OutputSite, commit_takes, open_output
+from backend.capture.reader import END, FaceObs, FrameItem, FrontEnd, FrontEndFactory, LocalFrontEnd
 from backend.footage.detect import ARKIT_SOURCE, UNOBSERVED_ARKIT
 from backend.take.smoothing import (
     CHANNEL_GROUPS,
@@ -164,8 +179,8 @@ class Batcher:
     runs them on what is left. The networks come from ``loader`` on the first batch (they load meanwhile).
     """
 
-    def __init__(self, batch: int, parts_root: Path, stem: str, loader: Loader, cancel: threading.Event):
-        self.batch, self.parts_root, self.stem = batch, parts_root, stem
+    def __init__(self, batch: int, work: Path, label: str, loader: Loader, cancel: threading.Event):
+        self.batch, self.work, self.label = batch, work, label  # the run's work folder; the take, for messages
         self.loader, self.cancel = loader, cancel
         self.pending: list[tuple[int, FaceObs]] = []  # (row, face) waiting for the network
         self.tracks: dict[int, Track] = {}
@@ -221,7 +236,8 @@ class Batcher:
     def _append(self, row: int, face: FaceObs, values: dict[str, np.ndarray]) -> None:
         tr = self.tracks.get(face.track)
         if tr is None:
-            tr = self.tracks[face.track] = Track(TakeWriter(self.parts_root / f"{self.stem}.track{face.track}.npz"))
+            writer = TakeWriter(self.work / f"track{face.track}.npz", label=self.label)
+            tr = self.tracks[face.track] = Track(writer)
         tr.frames += 1
         tr.writer.skip(row - tr.writer.n_rows)
         tr.writer.append({**values, "valid": True, "interpolated": False})
@@ -263,7 +279,7 @@ def detector_columns(
     return cols
 
 
-def consume(q: queue.Queue, reader: Reader, batcher: Batcher, meter: ProgressMeter, cancel: threading.Event) -> None:
+def consume(q: queue.Queue, reader: FrontEnd, batcher: Batcher, meter: ProgressMeter, cancel: threading.Event) -> None:
     """Take FrameItems until the reader's END, batching their crops; then run the last batch."""
     while True:
         _check_cancel(cancel)
@@ -309,8 +325,26 @@ def warn_other_faces(tracker: Any, tracks: dict[int, Track], selected: list[int]
         )
 
 
+def source_stamp(input_path: Path) -> dict:
+    """A footage file's size and modification time (``bytes``, ``mtime_ns``): a batch redoes the take of a clip
+    that changed since (backend.capture.batch). Empty for an image sequence (a folder or a pattern)."""
+    try:
+        st = input_path.stat()
+    except OSError:
+        return {}
+    return {"bytes": int(st.st_size), "mtime_ns": int(st.st_mtime_ns)} if input_path.is_file() else {}
+
+
+def run_meta(engine: str = "capture", worker: str | None = None) -> dict:
+    """The take's ``meta.run``: where it was made (host, process, and the engine: "capture" for one clip,
+    "batch" for ``--jobs``, "ray" for a Ray worker, which ``worker`` names). The one part of a take's meta, with
+    ``created``, that differs between two captures of the same clip with the same options."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "engine": engine, "worker": worker}
+
+
 def source_meta(input_path: Path, footage: Any, frames: Any) -> dict:
-    """The take's ``meta.source``: where the rows came from."""
+    """The take's ``meta.source``: where the rows came from (``footage``: anything with ``info`` and ``n_errors``,
+    such as a FrontEnd)."""
     info = footage.info
     return {
         "path": str(input_path),
@@ -323,6 +357,7 @@ def source_meta(input_path: Path, footage: Any, frames: Any) -> dict:
         "kind": info.kind,
         "time_base": info.time_base,
         "skipped_frames": getattr(footage, "n_errors", 0),
+        **source_stamp(input_path),
     }
 
 
@@ -396,23 +431,32 @@ class TakeContext:
     smoothing: SmoothingOptions
     source: dict
     detector_kind: str
+    run: dict = field(default_factory=run_meta)
+
+
+@dataclass
+class Outcome:
+    """What a capture has put in place so far: the takes (once moved onto their paths) and the extras written."""
+
+    takes: list[Path] = field(default_factory=list)
+    extras: list[Path] = field(default_factory=list)
 
 
 def write_takes(
     batcher: Batcher,
     selected: list[int],
-    paths: list[Path],
     ctx: TakeContext,
     log: WarningLog,
     meter: ProgressMeter,
     cancel: threading.Event,
-    written: list[Path],
-) -> None:
-    """Finalise each selected track into its path (appended to ``written`` as soon as it exists)."""
+) -> list[Path]:
+    """Finalise each selected track into a finished take in the run's work folder; returns their paths there
+    (nothing at the output changes until :func:`backend.capture.output.commit_takes` moves them)."""
     nets, model_meta, emo_meta, fallbacks = batcher.load()  # loaded: the tracks' rows went through them
     index = np.asarray(batcher.index, np.int64)
     times = np.asarray(batcher.times, np.float64)
-    for tid, path in zip(selected, paths):
+    staged = []
+    for tid in selected:
         _check_cancel(cancel)
         meter(batcher.n_rows, "write", force=True)
         tr = batcher.tracks[tid]
@@ -430,27 +474,32 @@ def write_takes(
             warnings=log.messages[:50],
             backend_version=__version__,
             detector=ctx.detector_kind,
+            options=decisive_options(ctx.options),
+            run=ctx.run,
         )
         fps = ctx.source["fps"]
-        written.append(
-            finalize_track(tr.writer, path, meta, index, times, ctx.smoothing, int(ctx.options.max_gap), fps)
-        )
+        max_gap = int(ctx.options.max_gap)
+        staged.append(finalize_track(tr.writer, tr.writer.path, meta, index, times, ctx.smoothing, max_gap, fps))
+    return staged
 
 
-def _run_extra(stage: str, job: Any, warn: Warn) -> None:
-    """One --preview / --plot job: a failure is a warning (the takes are fine: keep them); a cancel is not."""
+def _run_extra(stage: str, job: Any, warn: Warn) -> bool:
+    """One --preview / --plot job: a failure is a warning (the takes are fine: keep them); a cancel is not.
+    True when it was written."""
     try:
         job()
+        return True
     except EmocaError as exc:
         if exc.code == "cancelled":
             raise
         warn(f"the {stage} was not written: {exc.message}")
     except Exception as exc:
         warn(f"the {stage} was not written: {type(exc).__name__}: {exc}")
+    return False
 
 
 def write_extras(
-    paths: list[Path],
+    outcome: Outcome,
     input_path: Path,
     options: CaptureOptions,
     meter: ProgressMeter,
@@ -458,31 +507,52 @@ def write_extras(
     cancel: threading.Event,
     warn: Warn,
 ) -> None:
-    """--preview / --plot for the first take (they read the finished file: what the add-on will see)."""
-    if not paths or not (options.preview or options.plot):
+    """--preview / --plot for the first take (they read the finished file: what the add-on will see); each one
+    written is added to ``outcome.extras``."""
+    if not outcome.takes or not (options.preview or options.plot):
         return
     from backend.take.plot import plot_emotion
     from backend.take.preview import write_preview
 
-    take = read_take(paths[0])
+    take = read_take(outcome.takes[0])
     plot, preview = options.plot, options.preview
     if plot:
         meter(n_rows, "plot", force=True)
-        _run_extra("plot", lambda: plot_emotion(take, plot), warn)
+        if _run_extra("plot", lambda: plot_emotion(take, plot), warn):
+            outcome.extras.append(Path(plot))
     if preview:
         meter(0, "preview", force=True)
-        _run_extra(
-            "preview",
-            lambda: write_preview(
-                take,
-                input_path,
-                preview,
-                flame=options.flame,
-                cancel=cancel,
-                progress=lambda d: meter(d, "preview"),
-            ),
-            warn,
-        )
+
+        def job() -> Path:
+            return write_preview(
+                take, input_path, preview, flame=options.flame, cancel=cancel, progress=lambda d: meter(d, "preview")
+            )
+
+        if _run_extra("preview", job, warn):
+            outcome.extras.append(Path(preview))
+
+
+def is_cancel(exc: BaseException) -> bool:
+    """A cancel: the ``cancel`` event (EmocaError cancelled) or Ctrl-C (KeyboardInterrupt in the main thread)."""
+    return isinstance(exc, KeyboardInterrupt) or (isinstance(exc, EmocaError) and exc.code == "cancelled")
+
+
+def kept_takes_cancel(outcome: Outcome, options: CaptureOptions) -> EmocaError:
+    """The 'cancelled' error of a cancel after the takes were in place: they are kept, and it says so (and which
+    extras were and were not written)."""
+    several = len(outcome.takes) > 1
+    wanted = [(name, Path(p)) for name, p in (("plot", options.plot), ("preview", options.preview)) if p]
+    missing = [name for name, p in wanted if p not in outcome.extras]
+    message = f"capture cancelled after the take{'s were' if several else ' was'} written: "
+    message += ", ".join(str(p) for p in outcome.takes) + " kept (complete)"
+    if outcome.extras:
+        message += "; written too: " + ", ".join(str(p) for p in outcome.extras)
+    hint = f"The take{'s are' if several else ' is'} complete and kept."
+    if missing:
+        message += "; not written: the " + " and the ".join(missing)
+        flags = " ".join(f"--{name}" for name in missing)
+        hint += f" Only the {' and the '.join(missing)} is missing: capture again with {flags} to get it."
+    return EmocaError("cancelled", message, hint)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -497,92 +567,127 @@ def capture(
     cancel: threading.Event | None = None,
     warn: Warn | None = None,
     stats: dict | None = None,
-    networks: Loaded | None = None,
+    networks: NetworkSource | None = None,
+    front: FrontEndFactory | None = None,
+    run: dict | None = None,
 ) -> list[Path]:
     """Capture ``input`` into take file(s) at ``output``; return the paths written.
 
     ``progress(done, total, stage, fps, eta)`` is called at most ~5 times a second; ``warn(message)`` gets
-    fallbacks and skipped frames; ``cancel`` stops the run (EmocaError 'cancelled', nothing written).
-    ``stats`` (optional dict) receives timings (seconds per stage, frames, faces). ``networks``: the result of
-    :func:`backend.capture.networks.load_networks`, to reuse loaded networks across clips (batch capture,
-    benchmarks). Errors: EmocaError input_* (footage), no_face, face_not_found, cancelled, asset_* (models).
+    fallbacks and skipped frames; ``cancel`` stops the run (EmocaError 'cancelled': before the takes are in place
+    nothing is written and an earlier take at the output is unchanged; during the preview/plot the takes are kept
+    and the error names them). ``stats`` (optional dict) receives timings (seconds per stage, frames, faces).
+    ``networks``: the result of :func:`backend.capture.networks.load_networks`, to reuse loaded networks across
+    clips (benchmarks), or a function returning it (a batch's cache: called while the footage is read).
+    ``front``: what opens the clip's front end (default :class:`backend.capture.reader.LocalFrontEnd`: a reader
+    thread here; batch capture passes a worker process's).
+    ``run``: the take's ``meta.run`` (default :func:`run_meta`). Errors: EmocaError input_* (footage), no_face,
+    face_not_found, cancelled, asset_* (models), config_invalid (options; an output that would replace the
+    footage), output_unwritable, output_busy (another capture writes the same output), worker_lost (a batch's
+    worker process died). The output is checked before any work.
     """
-    from backend.footage.detect import make_detector
-    from backend.footage.track import FaceTracker
-    from backend.footage.video import open_footage
-
     options = options or CaptureOptions()
     cancel = cancel or threading.Event()
-    log = WarningLog(warn)
-    stats = stats if stats is not None else {}
     face = parse_face(options.face)
     device = resolve_device(options.device)
     batch = batch_size(options, device)
-    frames = parse_frames(options.frames)
-    input_path = Path(input)
-    t_start = time.perf_counter()
-
-    smoothing = options.smoothing if options.smoothing is not None else SmoothingOptions()
+    parse_frames(options.frames)
     check_precision(options.precision)
-    check_detector(networks[0].kind if networks is not None else capture_kind(options), options.detector)
-    detector = make_detector(options.detector)
+    kind = networks[0].kind if networks is not None and not callable(networks) else capture_kind(options)
+    check_detector(kind, options.detector)
+    input_path = Path(input)
+    site = open_output(output, input_path, options.preview, options.plot)
+    outcome = Outcome()
+    job = Run(options, face, device, batch, input_path, output, site, cancel, WarningLog(warn), stats, networks)
+    job.front = front or LocalFrontEnd
+    job.run = run or run_meta()
     try:
-        footage = open_footage(input_path, frames, on_warning=log)
-    except BaseException:
-        detector.close()
+        job.go(progress, outcome)
+    except BaseException as exc:
+        site.close(failed=not outcome.takes)
+        if outcome.takes and is_cancel(exc):
+            raise kept_takes_cancel(outcome, options) from None
         raise
-    tracker = FaceTracker()
-    meter = ProgressMeter(progress, _expected_rows(footage.info.frame_count, frames))
-    meter(0, "decode", force=True)
+    site.close(failed=False)
+    return outcome.takes
 
-    q: queue.Queue = queue.Queue(maxsize=max(2, options.queue_frames or 2 * batch))
-    stop = threading.Event()  # ours: stops the reader on errors without touching the caller's event
-    reader = Reader(footage, detector, tracker, q, (cancel, stop), stats)
-    parts_root, stem = parts_location(output, input_path)
-    parts_root.mkdir(parents=True, exist_ok=True)
-    # Networks load in a thread while the reader decodes and detects (a clip without faces fails without
-    # waiting for them; a cancel during the load is seen at once).
-    loader = Loader(options, device, warn or (lambda m: None), networks)
-    batcher = Batcher(batch, parts_root, stem, loader, cancel)
-    written: list[Path] = []
 
-    reader.start()
-    loader.start()
-    try:
-        consume(q, reader, batcher, meter, cancel)
-        if batcher.loaded is not None:
-            stats["load_s"] = loader.seconds
-        n_rows = batcher.n_rows
-        meter(n_rows, "encode", force=True)
-        selected = select_tracks(tracker, batcher.tracks, face, str(input_path))
-        if face == "largest":
-            warn_other_faces(tracker, batcher.tracks, selected, log)
-        paths = output_paths(output, input_path, selected, face)
-        stats.update(frames=n_rows, faces=batcher.n_faces, network_s=batcher.network_s, tracks=len(batcher.tracks))
-        meter.total = n_rows
-        ctx = TakeContext(options, face, smoothing, source_meta(input_path, footage, frames), detector.kind)
-        write_takes(batcher, selected, paths, ctx, log, meter, cancel, written)
-        batcher.abort(keep=selected)
-        stats["total_s"] = time.perf_counter() - t_start
-        write_extras(written, input_path, options, meter, n_rows, cancel, log)
-        meter(n_rows, "done", force=True)
-        return written
-    except BaseException:
-        stop.set()
-        stop_reader(reader, q)
-        batcher.abort()
-        for p in written:  # cancelled or failed after some takes were final (e.g. during the preview)
-            p.unlink(missing_ok=True)
-        raise
-    finally:
-        stop.set()
-        stop_reader(reader, q)
-        footage.close()
-        if loader.is_alive() and not cancel.is_set():
-            # an early error (no face, bad footage) must not leave torch loading in a thread while the
-            # interpreter exits (C++ aborts); a cancel returns at once and lets it finish in the background
-            loader.join()
-        detector.close()
+@dataclass
+class Run:
+    """One capture's settled inputs (options checked, output held), run by :meth:`go`."""
+
+    options: CaptureOptions
+    face: str | int
+    device: str
+    batch: int
+    input_path: Path
+    output: str | Path
+    site: OutputSite
+    cancel: threading.Event
+    log: WarningLog
+    stats: dict | None
+    networks: NetworkSource | None
+    front: FrontEndFactory = LocalFrontEnd
+    run: dict = field(default_factory=run_meta)
+
+    def go(self, progress: Progress | None, outcome: Outcome) -> None:
+        """Decode, detect, encode, finalise, move the takes into place (``outcome.takes``), then the extras."""
+        options, cancel, log = self.options, self.cancel, self.log
+        stats = self.stats if self.stats is not None else {}
+        frames = parse_frames(options.frames)
+        t_start = time.perf_counter()
+        smoothing = options.smoothing if options.smoothing is not None else SmoothingOptions()
+        front = self.front(self.input_path, frames, options.detector, log)  # footage errors: here, before any work
+        meter = ProgressMeter(progress, _expected_rows(front.info.frame_count, frames))
+        meter(0, "decode", force=True)
+
+        q: queue.Queue = queue.Queue(maxsize=max(2, options.queue_frames or 2 * self.batch))
+        stop = threading.Event()  # ours: stops the reader on errors without touching the caller's event
+        # Networks load in a thread while the reader decodes and detects (a clip without faces fails without
+        # waiting for them; a cancel during the load is seen at once).
+        loader = Loader(options, self.device, log.forward or (lambda m: None), self.networks)
+        batcher = Batcher(self.batch, self.site.work, str(self.site.target), loader, cancel)
+
+        try:
+            front.start(q, (cancel, stop), stats)
+        except BaseException:
+            front.close()
+            raise
+        loader.start()
+        try:
+            consume(q, front, batcher, meter, cancel)
+            if batcher.loaded is not None:
+                stats["load_s"] = loader.seconds
+            n_rows = batcher.n_rows
+            meter(n_rows, "encode", force=True)
+            selected = select_tracks(front, batcher.tracks, self.face, str(self.input_path))
+            if self.face == "largest":
+                warn_other_faces(front, batcher.tracks, selected, log)
+            paths = output_paths(self.output, self.input_path, selected, self.face)
+            stats.update(frames=n_rows, faces=batcher.n_faces, network_s=batcher.network_s, tracks=len(batcher.tracks))
+            meter.total = n_rows
+            source = source_meta(self.input_path, front, frames)
+            ctx = TakeContext(options, self.face, smoothing, source, front.detector_kind, self.run)
+            staged = write_takes(batcher, selected, ctx, log, meter, cancel)
+            _check_cancel(cancel)  # the last moment a cancel leaves the output as it was
+            commit_takes(staged, paths, self.input_path, outcome.takes)
+            batcher.abort()
+            stats["total_s"] = time.perf_counter() - t_start
+            write_extras(outcome, self.input_path, options, meter, n_rows, cancel, log)
+            meter(n_rows, "done", force=True)
+        except BaseException:
+            stop.set()
+            front.stop(q)
+            batcher.abort()
+            raise
+        finally:
+            stop.set()
+            front.stop(q)
+            if loader.is_alive() and not cancel.is_set():
+                # an early error (no face, bad footage) must not leave torch loading in a thread while the
+                # interpreter exits (C++ aborts); a cancel returns at once and lets it finish in the background
+                loader.join()
+            front.close()
 
 
 def summary(paths: list[Path]) -> dict:

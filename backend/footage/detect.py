@@ -29,7 +29,13 @@ with the synthetic head's landmark embedding so detected and model landmarks fol
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import sys
+import tempfile
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -175,6 +181,39 @@ def _detector_boxes(result: Any) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(scores, np.float32)
 
 
+# What MediaPipe's native code prints on the process's stderr when a graph starts: glog INFO/WARNING lines
+# ("I0000 00:00:..." / "W0000 ..."), TF Lite's delegate notice and absl's preamble. Users read them as errors.
+NATIVE_NOISE = re.compile(
+    r"^(?:[IW]\d{4} \d\d:\d\d:|INFO: Created TensorFlow Lite|WARNING: All log messages before absl)"
+)
+
+
+def keep_native_lines(text: str) -> str:
+    """What of MediaPipe's native stderr output is worth showing: every line but the start-up noise."""
+    return "".join(line for line in text.splitlines(keepends=True) if not NATIVE_NOISE.match(line))
+
+
+@contextlib.contextmanager
+def quiet_native_start() -> Iterator[None]:
+    """Run a MediaPipe graph's creation with the process's stderr (fd 2: native code writes there directly,
+    not through ``sys.stderr``) caught, then pass on every line but the start-up noise."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            kept = keep_native_lines(caught.read().decode("utf-8", "replace"))
+            if kept:
+                sys.stderr.write(kept)
+                sys.stderr.flush()
+
+
 class MediaPipeDetector:
     """MediaPipe's Face Landmarker (478 points, ARKit scores, pose) with a measured per-face score (module doc).
 
@@ -200,6 +239,10 @@ class MediaPipeDetector:
         from mediapipe.tasks.python.core.base_options import BaseOptions
 
         mode = vision.RunningMode.VIDEO if self.tracking else vision.RunningMode.IMAGE
+        with quiet_native_start():
+            return self._create(vision, BaseOptions, mode)
+
+    def _create(self, vision: Any, BaseOptions: Any, mode: Any) -> tuple[Any, Any]:  # noqa: N803  (MediaPipe's class)
         landmarker = vision.FaceLandmarker.create_from_options(
             vision.FaceLandmarkerOptions(
                 base_options=BaseOptions(model_asset_path=str(self.bundle)),

@@ -6,8 +6,12 @@ frame rate footage keeps its real timing), ``image`` an HxWx3 uint8 RGB array wi
 already applied (frame space of docs/formats.md is the displayed picture).
 
 Failures a user can cause raise :class:`emoca_contract.errors.EmocaError` (``input_missing``, ``input_unsupported``,
-``input_corrupt``, ``input_empty``). A corrupt packet or frame in the middle of a video, or a truncated file, is
-not fatal: it is reported through ``on_warning(message)``, counted in ``Footage.n_errors`` and skipped.
+``input_corrupt``, ``input_empty``). A corrupt packet or frame in the middle of a video, a corrupt image in a
+sequence, or a truncated file, is not fatal: it is reported through ``on_warning(message)``, counted in
+``Footage.n_errors`` and skipped; or, opened with ``empty_frames=True`` (capture: one take row per source frame), a
+frame known to exist that cannot be decoded comes out as an empty frame (``Frame.decoded`` False, an image of
+0x0 pixels): a corrupt image of a sequence, a corrupt frame, and the frames of a constant-rate video whose packets
+were lost (their indices are known from the timestamps around them).
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ if TYPE_CHECKING:
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pgm", ".ppm"})
 DEFAULT_IMAGE_FPS = 25.0
+# The image of a frame that exists but cannot be decoded (Footage opened with empty_frames=True).
+EMPTY_IMAGE = np.zeros((0, 0, 3), np.uint8)
+EMPTY_IMAGE.flags.writeable = False
 # Only seek when the start is this far in: below it, decoding forward from 0 is cheap and always exact.
 SEEK_MIN_FRAMES = 250
 # Leading bytes of containers we know (used to tell "corrupt video" from "not a video at all").
@@ -148,7 +155,12 @@ class FootageInfo:
 class Frame:
     index: int  # 0-based source frame index (presentation order)
     time: float  # presentation time, seconds
-    image: np.ndarray  # (H, W, 3) uint8 RGB, rotation applied
+    image: np.ndarray  # (H, W, 3) uint8 RGB, rotation applied; (0, 0, 3) for a frame that cannot be decoded
+
+    @property
+    def decoded(self) -> bool:
+        """False for an empty frame: it exists in the footage but could not be decoded (``empty_frames``)."""
+        return self.image.size > 0
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -230,10 +242,11 @@ def _looks_like_container(path: Path) -> bool:
 class Footage:
     """An open piece of footage: ``.info`` and an iterator of :class:`Frame` (iterate once). A context manager."""
 
-    def __init__(self, info: FootageInfo, frames: FrameRange, on_warning: Warn | None):
+    def __init__(self, info: FootageInfo, frames: FrameRange, on_warning: Warn | None, empty_frames: bool = False):
         self.info = info
         self.frames = frames
         self._on_warning = on_warning
+        self.empty_frames = empty_frames  # an undecodable frame comes out empty instead of being skipped
         self.warnings: list[str] = []
         self.n_errors = 0  # corrupt packets/frames/images skipped
         self.n_yielded = 0
@@ -243,6 +256,10 @@ class Footage:
     # subclasses implement _generate(); the first frame is pulled at open time to fail early
     def _generate(self) -> Iterator[Frame]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _fate(self) -> str:
+        """What becomes of a frame that cannot be decoded, for the warning."""
+        return "an invalid row" if self.empty_frames else "skipped"
 
     def _warn(self, message: str, error: bool = True) -> None:
         if error:
@@ -315,8 +332,16 @@ def frame_time(pts: int | None, t0: int, time_base: Fraction, last_time: float |
     return 0.0
 
 
+def stream_list(container: InputContainer) -> str:
+    """The container's streams in words, e.g. ``audio (pcm_s16le), subtitle (mov_text)``, or ``none``."""
+    names = [
+        f"{s.type} ({s.codec_context.name})" if s.codec_context is not None else str(s.type) for s in container.streams
+    ]
+    return ", ".join(names) or "none"
+
+
 class _VideoFootage(Footage):
-    def __init__(self, path: Path, frames: FrameRange, on_warning: Warn | None):
+    def __init__(self, path: Path, frames: FrameRange, on_warning: Warn | None, empty_frames: bool = False):
         import av
 
         try:
@@ -334,12 +359,12 @@ class _VideoFootage(Footage):
             ) from None
         text_codec = container.streams.video and container.streams.video[0].codec_context.name in _TEXT_CODECS
         if not container.streams.video or text_codec:
+            streams = stream_list(container)  # before closing: a closed container lists none
             container.close()
             raise EmocaError(
                 "input_unsupported",
                 f"{path}: the file has no video stream "
-                f"(streams: {[s.type for s in container.streams] or 'none'}"
-                f"{'; text is not footage' if text_codec else ''})",
+                f"(streams: {streams}{'; text is not footage' if text_codec else ''})",
             )
         self._container: InputContainer | None = container  # None once closed
         stream = container.streams.video[0]
@@ -384,7 +409,7 @@ class _VideoFootage(Footage):
             pix_fmt=pix_fmt,
             bit_depth=bit_depth,
         )
-        super().__init__(info, frames, on_warning)
+        super().__init__(info, frames, on_warning, empty_frames)
         self._start()
 
     def close(self) -> None:
@@ -435,13 +460,18 @@ class _VideoFootage(Footage):
         rot_known = False
         for vf in self._decoded_frames(counts):
             time = frame_time(vf.pts, t0, tb, last_time, fps)
+            expected = index
             if cfr and vf.pts is not None:
                 index = max(int(round(time * fps)), index)
+            if last_time is not None and self.empty_frames:
+                yield from self._lost(expected, index, fps)
             last_time = time
             i = index
             index += 1
             if vf.is_corrupt:
-                self._warn(f"{self.info.path}: frame {i} is corrupt, skipped")
+                self._warn(f"{self.info.path}: frame {i} is corrupt, {self._fate()}")
+                if self.empty_frames and self.frames.contains(i):
+                    yield Frame(i, time, EMPTY_IMAGE)
                 continue
             counts.decoded += 1
             self.n_decoded += 1
@@ -455,6 +485,17 @@ class _VideoFootage(Footage):
                 rot_known = True
             yield Frame(i, time, rotate_image(vf.to_ndarray(format="rgb24"), rot))
         self._check_decoded(counts, index)
+
+    def _lost(self, first: int, stop: int, fps: float) -> Iterator[Frame]:
+        """Empty frames for the source frames ``first .. stop-1`` of the range, whose packets were lost (a
+        constant-rate stream's timestamps jumped over them)."""
+        wanted = [j for j in range(first, stop) if self.frames.contains(j)]
+        if wanted:
+            self._warn(
+                f"{self.info.path}: frames {first} to {stop - 1} could not be decoded: invalid rows", error=False
+            )
+        for j in wanted:
+            yield Frame(j, j / fps, EMPTY_IMAGE)
 
     def _decoded_frames(self, counts: _DecodeCounts) -> Iterator[VideoFrame]:
         """The stream's decoded PyAV frames; a corrupt packet is warned about and skipped, a read error ends the
@@ -513,7 +554,14 @@ class _VideoFootage(Footage):
 
 class _ImageFootage(Footage):
     def __init__(
-        self, files: list[Path], kind: str, label: str, frames: FrameRange, fps: float, on_warning: Warn | None
+        self,
+        files: list[Path],
+        kind: str,
+        label: str,
+        frames: FrameRange,
+        fps: float,
+        on_warning: Warn | None,
+        empty_frames: bool = False,
     ):
         self._files = files
         first = read_image(files[0]) if files and kind == "image" else None
@@ -530,7 +578,7 @@ class _ImageFootage(Footage):
             codec="image",
             pix_fmt="rgb24",
         )
-        super().__init__(info, frames, on_warning)
+        super().__init__(info, frames, on_warning, empty_frames)
         self._first = first
         self._start()
 
@@ -546,7 +594,9 @@ class _ImageFootage(Footage):
             if image is None:
                 if not any_ok and i == self.frames.start:
                     raise EmocaError("input_corrupt", f"{f}: the first image of the sequence cannot be decoded")
-                self._warn(f"{f}: cannot be decoded, skipped")
+                self._warn(f"{f}: cannot be decoded, {self._fate()}")
+                if self.empty_frames:
+                    yield Frame(i, i / fps, EMPTY_IMAGE)
                 continue
             self.n_decoded += 1
             if not any_ok:
@@ -580,10 +630,12 @@ def open_footage(
     frames: FrameRange | str | None = None,
     on_warning: Warn | None = None,
     fps: float = DEFAULT_IMAGE_FPS,
+    empty_frames: bool = False,
 ) -> Footage:
     """Open a video file, an image-sequence folder, a printf pattern (``shots/frame_%04d.png``) or one image.
 
-    ``fps`` is used for image sequences only (their times are index / fps). Raises EmocaError:
+    ``fps`` is used for image sequences only (their times are index / fps). ``empty_frames``: a frame that exists
+    but cannot be decoded comes out empty (``Frame.decoded`` False) instead of being skipped. Raises EmocaError:
     input_missing, input_unsupported, input_corrupt, input_empty (nothing in ``frames``).
     """
     frames = FrameRange.parse(frames) if isinstance(frames, str) or frames is None else frames
@@ -596,7 +648,7 @@ def open_footage(
                     "input_empty", f"{path}: the folder holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})"
                 )
             raise EmocaError("input_missing", f"{path}: no file matches the pattern {path.name!r}")
-        return _ImageFootage(files, "images", str(path), frames, fps, on_warning)
+        return _ImageFootage(files, "images", str(path), frames, fps, on_warning, empty_frames)
     if not path.exists():
         raise EmocaError("input_missing", f"{path}: no such file or folder")
     if not path.is_file():
@@ -604,8 +656,8 @@ def open_footage(
     if path.stat().st_size == 0:
         raise EmocaError("input_corrupt", f"{path}: the file is empty (0 bytes)")
     if path.suffix.lower() in IMAGE_EXTENSIONS:
-        return _ImageFootage([path], "image", str(path), frames, fps, on_warning)
-    return _VideoFootage(path, frames, on_warning)
+        return _ImageFootage([path], "image", str(path), frames, fps, on_warning, empty_frames)
+    return _VideoFootage(path, frames, on_warning, empty_frames)
 
 
 def probe(path: str | os.PathLike) -> FootageInfo:

@@ -2,18 +2,30 @@
 
 Test clips for the open path and the demo, with ground truth. The head is posed the way the Blender rig poses it
 (:func:`backend.ict.rig.pose_rig`: ARKit shapes, the eye and jaw drivers, skinning; the head rotation on the head
-bone about the skull base) and drawn with the project's rasterizer (backend.render) in the rig's material colours:
-skin, lips, brows, the upper-lid line, irises and pupils (the Face Landmarker reads blinks, brows and gaze from
-those), under a soft key and fill light.
+bone about the skull base) and drawn with the project's rasterizer (backend.render) in the rig's material colours
+(skin, lips, brows, mouth, teeth, sclera, irises and pupils: the Face Landmarker reads blinks, brows and gaze
+from those), under a soft key and fill light.
 
 Camera (the take's camera frame): a pinhole at the origin looking down -Z, x right, y up, z towards the viewer;
 ``focal`` in pixels, the principal point at the frame's centre ((W - 1) / 2, (H - 1) / 2: frame pixels index
 pixel centres). A head pose is the head bone's rotation (axis-angle, radians, camera frame) and the translation
 (metres) of the rig's origin; by default the head sits :data:`DISTANCE` metres in front of the camera.
+
+Look (:class:`Look`): by default the rig's own paint (what docs/rig.md's response table was measured on).
+:data:`PERFORMER`, the demo's performer, differs in two ways, measured with the Face Landmarker (IMAGE mode,
+640x480): the brows are painted 4 mm lower than the rig's ``Brows`` group (on the rig's paint the neutral face
+reads ``browInnerUp`` 0.46 and ``browOuterUpLeft`` 0.45, i.e. raised brows; 4 mm lower it reads 0.10 and 0.12,
+and the brows still rise with the weight: 0.87 and 0.92 at 1.0), and upper lashes line the upper lids (with the
+lowered brows alone a full blink of both eyes reads 0.29 / 0.34; with the lashes 0.46 / 0.50). The rig file and
+its materials are unchanged. No other tuning: the capture is not adjusted to this head.
+
+Performances (:class:`Move`, :func:`perform`): timed moves (ARKit weights or a head turn, eased in and out) ->
+per-frame ARKit weights and head rotations; :data:`DEMO_PERFORMANCE` is ``make demo``'s sequence.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -23,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from backend.ict.data import load_ict, triangles
+from backend.ict.data import IctModel, load_ict, triangles
 from backend.ict.rig import build_open_rig, pose_rig
 from backend.render.rasterize import interpolate_face_attributes, rasterize
 from backend.render.shading import vertex_normals
@@ -37,6 +49,21 @@ BACKGROUND = (0.32, 0.34, 0.36)  # linear RGB
 
 
 @dataclass(frozen=True)
+class Look:
+    """How the head is painted for a render: ``brow_drop`` metres, the rig's ``Brows`` group moved down the face
+    by this much; ``lash_rings``, upper lashes: the skin within this many rings of edges of each upper lid's
+    margin, in the brows' colour (0 = none). ``Look()`` is the rig's own paint."""
+
+    brow_drop: float = 0.0
+    lash_rings: int = 0
+
+
+RIG_LOOK = Look()
+PERFORMER = Look(brow_drop=0.004, lash_rings=5)  # the demo's performer (module docstring: why)
+LID_MARGIN_RADIUS = 0.03  # metres around an eyeball's centre where the face's open edge is a lid margin
+
+
+@dataclass(frozen=True)
 class IctScene:
     """The rig and what drawing it needs: triangles (T, 3) vertex ids, their material colour (T, 3) linear RGB."""
 
@@ -46,23 +73,118 @@ class IctScene:
     shape_index: np.ndarray  # (S,) the ARKit column of each rig shape
 
 
-_SCENE: dict[int, IctScene] = {}
+_MODEL: dict[int, tuple[IctModel, dict[str, Any]]] = {}
+_SCENE: dict[Look, IctScene] = {}
 
 
-def ict_scene() -> IctScene:
-    """The ICT rig ready to draw (cached)."""
-    if 0 not in _SCENE:
-        rig = build_open_rig(load_ict())
+def ict_model() -> tuple[IctModel, dict[str, Any]]:
+    """The ICT head and its open rig (backend.ict.rig.build_open_rig; built once). The rig's vertices and
+    polygons are the model's, in the same order."""
+    if 0 not in _MODEL:
+        model = load_ict()
+        _MODEL[0] = (model, build_open_rig(model))
+    return _MODEL[0]
+
+
+def ict_rig() -> dict[str, Any]:
+    """The open rig of the ICT head (:func:`ict_model`)."""
+    return ict_model()[1]
+
+
+def moved_group(rig: Mapping[str, Any], group: str, drop: float) -> np.ndarray:
+    """Which polygons (F,) bool lie where the polygons of material ``group`` would be if that paint slid
+    ``drop`` metres down the face (-y, seen from the front): each polygon takes the group of the front-facing
+    polygon nearest (in x, y) to the point ``drop`` above it. Polygons facing away keep their own material."""
+    from scipy.spatial import cKDTree
+
+    from backend.ict.rig import poly_centroids
+
+    names = [str(n) for n in rig["material_names"]]
+    materials = np.asarray(rig["poly_materials"])
+    centroids = poly_centroids(np.asarray(rig["v_template"]), np.asarray(rig["poly_vertices"]),
+                               np.asarray(rig["poly_sizes"]))  # fmt: skip
+    painted = materials == names.index(group)
+    front = np.isin(materials, [names.index(n) for n in ("Skin", group)]) & (centroids[:, 2] > 0.02)
+    _, nearest = cKDTree(centroids[front, :2]).query(centroids[front, :2] + [0.0, drop])
+    out = painted & ~front
+    out[np.flatnonzero(front)] = painted[front][nearest]
+    return out
+
+
+def polygon_edges(poly_vertices: np.ndarray, poly_sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every polygon's edges, one per corner: (the corner's polygon (C,), its edge to the next corner (C, 2)
+    vertex ids, smaller first)."""
+    sizes = np.asarray(poly_sizes)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    poly = np.repeat(np.arange(len(sizes)), sizes)
+    corner = np.arange(len(poly))
+    following = np.where(corner == (starts + sizes - 1)[poly], starts[poly], corner + 1)
+    pv = np.asarray(poly_vertices)
+    return poly, np.sort(np.stack([pv[corner], pv[following]], 1), 1)
+
+
+def upper_lid_margins(model: IctModel) -> np.ndarray:
+    """Vertex ids (M,) of both upper lids' margins: the face mesh's open edge around each eyeball (edges of
+    one ``M_Face`` polygon only, within :data:`LID_MARGIN_RADIUS` of its centre), above the eye's centre."""
+    from backend.ict.rig import eye_centre
+
+    poly, edges = polygon_edges(model.poly_vertices, model.poly_sizes)
+    face = (np.asarray(model.materials)[model.poly_materials] == "M_Face")[poly]
+    unique, counts = np.unique(edges[face], axis=0, return_counts=True)
+    rim = np.unique(unique[counts == 1])
+    p = model.vertices[rim]
+    out = []
+    for side in ("L", "R"):
+        c = eye_centre(model, side)
+        # above the centre, and half a millimetre below it so that the eye's corners are included
+        out.append(rim[(np.linalg.norm(p - c, axis=1) < LID_MARGIN_RADIUS) & (p[:, 1] > c[1] - 0.0005)])
+    return np.concatenate(out)
+
+
+def lash_polygons(model: IctModel, rings: int) -> np.ndarray:
+    """Which polygons (F,) bool carry the upper lashes: ``M_Face`` polygons touching the vertices within
+    ``rings`` rings of edges (over ``M_Face``) of the upper lid margins."""
+    poly, edges = polygon_edges(model.poly_vertices, model.poly_sizes)
+    face_poly = np.asarray(model.materials)[model.poly_materials] == "M_Face"
+    edges = edges[face_poly[poly]]
+    near = np.zeros(len(model.vertices), bool)
+    near[upper_lid_margins(model)] = True
+    for _ in range(rings):
+        step = near[edges[:, 0]] | near[edges[:, 1]]
+        near[edges[step].ravel()] = True
+    starts = np.concatenate([[0], np.cumsum(model.poly_sizes)[:-1]])
+    return face_poly & (np.add.reduceat(near[model.poly_vertices].astype(np.int64), starts) > 0)
+
+
+def look_colors(model: IctModel, rig: Mapping[str, Any], look: Look) -> np.ndarray:
+    """Each polygon's linear RGB (F, 3) under ``look``: the rig's material colours, the brows moved, the lashes
+    painted in the brows' colour over the skin."""
+    names = [str(n) for n in rig["material_names"]]
+    colors = np.asarray(rig["material_colors"])[:, :3]
+    materials = np.asarray(rig["poly_materials"]).copy()
+    brows, skin = names.index("Brows"), names.index("Skin")
+    if look.brow_drop:
+        moved = moved_group(rig, "Brows", look.brow_drop)
+        materials[(materials == brows) & ~moved] = skin
+        materials[moved] = brows
+    if look.lash_rings:
+        materials[lash_polygons(model, look.lash_rings) & (materials == skin)] = brows
+    return colors[materials]
+
+
+def ict_scene(look: Look = RIG_LOOK) -> IctScene:
+    """The ICT rig ready to draw under ``look`` (cached per look)."""
+    if look not in _SCENE:
+        model, rig = ict_model()
         corners = triangles(rig["poly_sizes"])
         poly = np.repeat(np.arange(len(rig["poly_sizes"])), np.asarray(rig["poly_sizes"]) - 2)
-        colors = np.asarray(rig["material_colors"])[np.asarray(rig["poly_materials"])[poly], :3]
-        _SCENE[0] = IctScene(
+        _SCENE[look] = IctScene(
             rig=rig,
             faces=torch.as_tensor(np.asarray(rig["poly_vertices"])[corners]).long(),
-            colors=torch.as_tensor(colors, dtype=torch.float32),
+            colors=torch.as_tensor(look_colors(model, rig, look)[poly], dtype=torch.float32),
             shape_index=np.array([ARKIT_INDEX[str(n)] for n in rig["shape_names"]]),
         )
-    return _SCENE[0]
+    return _SCENE[look]
 
 
 def arkit_matrix(weights: Mapping[str, Sequence[float] | float], n_frames: int) -> np.ndarray:
@@ -71,6 +193,76 @@ def arkit_matrix(weights: Mapping[str, Sequence[float] | float], n_frames: int) 
     for name, value in weights.items():
         out[:, ARKIT_INDEX[name]] = value
     return out
+
+
+@dataclass(frozen=True)
+class Move:
+    """One move of a performance: from ``start`` for ``length`` seconds, ARKit ``weights`` (channel, weight)
+    and/or a head ``turn`` (degrees about the camera frame's x, y, z) eased in, held for the middle ``hold`` of
+    the length, eased out (:func:`envelope`)."""
+
+    name: str
+    start: float
+    length: float
+    weights: tuple[tuple[str, float], ...] = ()
+    turn: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    hold: float = 0.4
+
+
+# make demo's sequence (7.1 s). Channels and amounts are ones the Face Landmarker reads on this head (docs/rig.md,
+# "How well each channel reads back"): jaw open, a smile of both sides, a blink of both eyes, the inner and outer
+# brows raised together; then a head turn either way and a nod, each with an expression on top (the capture must
+# tell the head's turn from the face's movement). The face rests between moves. Amounts: jawOpen 0.7 (the
+# detector saturates near 0.72 at 1.0), the smile 0.8, the blink and the brows 1.0 (on PERFORMER the brows read
+# in proportion up to 1.0; a blink closes the eyes).
+SMILE = (("mouthSmileLeft", 0.8), ("mouthSmileRight", 0.8))
+BLINK = (("eyeBlinkLeft", 1.0), ("eyeBlinkRight", 1.0))
+BROWS_UP = (("browInnerUp", 1.0), ("browOuterUpLeft", 1.0), ("browOuterUpRight", 1.0))
+DEMO_PERFORMANCE: tuple[Move, ...] = (
+    Move("jaw open", 0.3, 1.0, (("jawOpen", 0.7),)),
+    Move("smile", 1.5, 1.0, SMILE),
+    Move("blink", 2.7, 0.4, BLINK, hold=0.5),
+    Move("brow raise", 3.3, 1.0, BROWS_UP),
+    Move("head turn left, smiling", 4.5, 0.8, SMILE, turn=(0.0, 20.0, 0.0), hold=0.25),
+    Move("head turn right, brows raised", 5.3, 0.8, BROWS_UP, turn=(0.0, -20.0, 0.0), hold=0.25),
+    Move("nod, jaw half open", 6.1, 0.8, (("jawOpen", 0.5),), turn=(12.0, 0.0, 0.0), hold=0.25),
+)
+DEMO_TAIL = 0.2  # seconds of rest after the last move
+
+
+def envelope(t: np.ndarray, move: Move) -> np.ndarray:
+    """A move's weight over times ``t`` (N,) seconds: 0 outside it, a raised-cosine ease in and out, 1 over
+    the held middle."""
+    ramp = max(move.length * (1.0 - move.hold) / 2.0, 1e-9)
+    u = np.clip(np.minimum(t - move.start, move.start + move.length - t) / ramp, 0.0, 1.0)
+    return 0.5 - 0.5 * np.cos(np.pi * u)
+
+
+def performance_length(moves: Sequence[Move], tail: float = DEMO_TAIL) -> float:
+    """Seconds from 0 to the end of the last move plus ``tail``."""
+    return max(m.start + m.length for m in moves) + tail
+
+
+def perform(moves: Sequence[Move], fps: float, tail: float = DEMO_TAIL) -> tuple[np.ndarray, np.ndarray]:
+    """Timed moves -> per-frame ARKit weights (N, 52) in ARKit order and head rotations (N, 3) axis-angle,
+    radians, camera frame, at ``fps`` (N = ceil(length * fps) frames, frame i at i / fps seconds). Overlapping
+    moves add (weights clipped to [0, 1])."""
+    n = math.ceil(performance_length(moves, tail) * fps)
+    t = np.arange(n) / fps
+    arkit = np.zeros((n, len(ARKIT_NAMES)), np.float32)
+    turn = np.zeros((n, 3), np.float32)
+    for m in moves:
+        e = envelope(t, m)
+        for name, w in m.weights:
+            arkit[:, ARKIT_INDEX[name]] += w * e
+        turn += np.deg2rad(np.asarray(m.turn))[None] * e[:, None]
+    return np.clip(arkit, 0.0, 1.0), turn
+
+
+def driven_channels(moves: Sequence[Move]) -> list[str]:
+    """The ARKit channels a performance drives, in ARKit order."""
+    used = {name for m in moves for name, _ in m.weights}
+    return [n for n in ARKIT_NAMES if n in used]
 
 
 def to_srgb(linear: torch.Tensor) -> torch.Tensor:
@@ -111,11 +303,12 @@ def render_frames(
     translation: np.ndarray | None = None,
     size: tuple[int, int] = (512, 512),
     focal: float | None = None,
+    look: Look = RIG_LOOK,
 ) -> np.ndarray:
     """Draw the ICT head: ARKit weights (K, 52) in ARKit order, head rotation (K, 3) axis-angle, translation
     (K, 3) metres (default: :data:`DISTANCE` in front), size (W, H), focal length in pixels (default: 1.6 H, a
-    portrait lens). Returns sRGB images (K, H, W, 3) uint8."""
-    scene = ict_scene()
+    portrait lens), painted as ``look``. Returns sRGB images (K, H, W, 3) uint8."""
+    scene = ict_scene(look)
     arkit = np.atleast_2d(np.asarray(arkit, np.float64))
     k = len(arkit)
     w, h = size
@@ -155,10 +348,11 @@ def write_ict_clip(
     translation: np.ndarray | None = None,
     crf: int = 16,
     chunk: int = 4,
+    look: Look = RIG_LOOK,
 ) -> dict[str, Any]:
-    """Encode an H.264 clip of the ICT head performing ``arkit`` (N, 52) with ``head_rotation`` (N, 3) and
-    return the ground truth: path, fps, size, focal, n_frames, arkit, global_pose, translation (N, 3) metres,
-    landmarks2d (N, 68, 2) frame pixels, head (the model's name)."""
+    """Encode an H.264 clip of the ICT head performing ``arkit`` (N, 52) with ``head_rotation`` (N, 3), painted
+    as ``look``, and return the ground truth: path, fps, size, focal, n_frames, arkit, global_pose, translation
+    (N, 3) metres, landmarks2d (N, 68, 2) frame pixels, head (the model's name)."""
     import av
 
     path = Path(path)
@@ -176,7 +370,7 @@ def write_ict_clip(
         stream.options = {"crf": str(crf), "preset": "veryfast", "g": "12"}
         for s in range(0, n, chunk):
             sl = slice(s, min(s + chunk, n))
-            for img in render_frames(arkit[sl], rot[sl], t[sl], size, focal):
+            for img in render_frames(arkit[sl], rot[sl], t[sl], size, focal, look):
                 for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")):
                     container.mux(packet)
         for packet in stream.encode():
@@ -193,7 +387,7 @@ def write_ict_clip(
         "global_pose": rot,
         "translation": np.asarray(t, np.float32),
         "landmarks2d": landmarks_2d(arkit, rot, t, size, focal).astype(np.float32),
-        "head": ict_scene().rig["meta"]["model"],
+        "head": ict_rig()["meta"]["model"],
     }
 
 

@@ -15,10 +15,18 @@ import numpy as np
 from emoca_contract.take import Take, read_take
 
 
-def top_columns(values: np.ndarray, valid: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` columns of (N, C) ``values`` with the largest mean over the valid rows (most first)."""
-    means = np.nanmean(np.where(valid[:, None], values, np.nan), axis=0) if valid.any() else np.zeros(values.shape[1])
-    return np.argsort(-means)[:k]
+def top_columns(values: np.ndarray, valid: np.ndarray, k: int, by: str = "mean") -> np.ndarray:
+    """Indices of the ``k`` columns of (N, C) ``values`` that score highest over the valid rows (most first):
+    ``by="mean"`` (class probabilities: the classes the clip is mostly in) or ``"range"`` (ARKit scores: the
+    channels the performance moves, not the ones that sit high at rest; 5th to 95th percentile)."""
+    if not valid.any():
+        return np.arange(min(k, values.shape[1]))
+    rows = values[valid]
+    if by == "range":
+        score = np.percentile(rows, 95, axis=0) - np.percentile(rows, 5, axis=0)
+    else:
+        score = rows.mean(axis=0)
+    return np.argsort(-score, kind="stable")[:k]
 
 
 def plot_emotion(
@@ -67,7 +75,7 @@ def plot_emotion(
     ax2.legend(loc="upper right", fontsize=7, ncol=2)
     if arkit:
         scores = take["arkit"]
-        for c in top_columns(scores, valid, top_arkit):
+        for c in top_columns(scores, valid, top_arkit, by="range"):
             axes[2].plot(t, masked(scores[:, c]), lw=1.2, label=arkit[c])
         axes[2].set_ylim(0, 1)
         axes[2].set_ylabel("ARKit score")

@@ -1,25 +1,97 @@
 """Writing take files (numpy + stdlib only: the Blender 4.2 tests write takes with it).
 
 The format is the contract's (:mod:`emoca_contract.take`, docs/formats.md#take-file). Writers never leave
-a file named ``.npz`` that is not complete: :func:`write_take` writes ``NAME.npz.partial`` and renames it, and
-:class:`TakeWriter` appends rows to chunk files in a hidden folder next to the output (memory does not grow with
-the clip) and assembles the ``.npz`` only in :meth:`TakeWriter.finalize`. Files hold no pickles: readers use
-``allow_pickle=False`` and ``meta`` is a 0-d unicode array holding JSON.
+a file named ``.npz`` that is not complete: :func:`write_take` writes a hidden ``.NAME.npz.<unique>.partial`` and
+renames it, and :class:`TakeWriter` appends rows to chunk files in a hidden folder of its own next to the output
+(memory does not grow with the clip) and assembles the ``.npz`` only in :meth:`TakeWriter.finalize`. Files hold no
+pickles: readers use ``allow_pickle=False`` and ``meta`` is a 0-d unicode array holding JSON.
+
+Nothing is shared between writers: every partial file and parts folder has a unique name and is created new
+(``O_EXCL``), so two writers of one path never mix or delete each other's data; a writer removes only what it made.
+A failed write (a full disk, no permission) is an EmocaError ``output_unwritable`` (:func:`output_error`) and
+leaves a take already at the path as it was.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import secrets
 import shutil
+import sys
+import tempfile
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from emoca_contract.errors import EmocaError
-from emoca_contract.take import ALL_KEYS, check_arrays, coerce, meta_json, partial_path
+from emoca_contract.take import ALL_KEYS, check_arrays, coerce, meta_json
+
+# OS errors that mean there is no room for what is written: a full disk, a quota, the process's file size limit.
+NO_ROOM = frozenset({errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)})
+# OS errors that mean the place cannot be written at all.
+NOT_ALLOWED = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+
+
+def output_error(exc: OSError, where: str | os.PathLike) -> EmocaError:
+    """The coded error (``output_unwritable``) for ``exc``, met while writing the take ``where``: it says why
+    (no room, no permission, a file in the way) and, truthfully, that a take already there is unchanged."""
+    reason = exc.strerror or str(exc)
+    kept = "a take already there is unchanged."
+    if exc.errno in NO_ROOM:
+        return EmocaError(
+            "output_unwritable",
+            f"{where}: not enough space to write the take ({reason})",
+            f"Free space on that disk (or raise the file size limit), or choose an output on another disk; {kept}",
+        )
+    if exc.errno in NOT_ALLOWED:
+        return EmocaError(
+            "output_unwritable",
+            f"{where}: the folder cannot be written ({reason})",
+            f"Choose an output folder you can write to (-o), or fix its permissions; {kept}",
+        )
+    if exc.errno == errno.ENOENT:  # the folder is there (it was made first) but takes no new file: /proc, /sys
+        return EmocaError(
+            "output_unwritable",
+            f"{where}: the folder does not take new files ({reason})",
+            f"Choose an output folder you can write to (-o); {kept}",
+        )
+    if exc.errno == errno.ENOTDIR:
+        return EmocaError(
+            "output_unwritable",
+            f"{where}: a part of the path is a file, not a folder ({reason})",
+            f"Choose an output in a folder (-o FOLDER/NAME.npz); {kept}",
+        )
+    return EmocaError("output_unwritable", f"{where}: cannot be written ({reason})", f"Choose another output; {kept}")
+
+
+def new_partial(path: Path) -> Path:
+    """Create a new, empty hidden file ``.NAME.<unique>.partial`` beside ``path`` (``O_EXCL``: never one another
+    writer uses) to write the take into before it is renamed onto ``path``. Permissions as for any new file."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.partial")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+
+
+def reserve(path: Path) -> None:
+    """Allocate the blocks of the file at ``path`` now (Linux): a full disk then fails here with ENOSPC, not with a
+    SIGBUS when a memory map of the file is written. Filesystems without the call keep a sparse file."""
+    if not sys.platform.startswith("linux"):
+        return
+    with open(path, "r+b") as fh:
+        try:
+            os.posix_fallocate(fh.fileno(), 0, os.fstat(fh.fileno()).st_size)
+        except OSError as exc:
+            if exc.errno in NO_ROOM:
+                raise
 
 
 def _write_npy_member(
@@ -45,23 +117,28 @@ def _write_npy_member(
 def write_take(path: str | os.PathLike, arrays: Mapping[str, Any], meta: Mapping[str, Any]) -> Path:
     """Validate ``arrays`` against the contract and write the take atomically; return the path.
 
-    Writes ``path + '.partial'`` then ``os.replace``s it onto ``path``: a file named ``.npz`` is always complete.
+    Writes a new hidden partial file beside ``path`` (:func:`new_partial`) then ``os.replace``s it onto ``path``: a
+    file named ``.npz`` is always complete. EmocaError ``output_unwritable`` when it cannot be written.
     """
     path = Path(path)
     arrays = coerce(arrays)
     arrays.pop("meta", None)
     check_arrays(arrays, where=str(path), kind=meta.get("kind", "flame"))
-    tmp = partial_path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp: Path | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = new_partial(path)
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
             for key, arr in arrays.items():
                 _write_npy_member(zf, key, arr.dtype, arr.shape, [arr])
             m = np.array(meta_json(meta))
             _write_npy_member(zf, "meta", m.dtype, (), [m])
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise output_error(exc, path) from None
         raise
     return path
 
@@ -78,19 +155,34 @@ def _row_blocks(arr: np.ndarray, rows: int) -> Iterable[np.ndarray]:
 class TakeWriter:
     """Append rows to a take on disk; :meth:`finalize` assembles ``path`` atomically, :meth:`abort` removes all.
 
-    Rows are buffered up to ``chunk_rows`` and then written as one ``.npy`` per key into a hidden folder
-    ``.NAME.npz.parts`` next to the output, so memory stays at one chunk whatever the clip length.
+    Rows are buffered up to ``chunk_rows`` and then written as one ``.npy`` per key into the writer's own parts
+    folder, so memory stays at one chunk whatever the clip length. ``parts_dir``: where (a folder that must not
+    exist yet: the writer creates it and removes it); default a new hidden ``.NAME.npz.<unique>.parts`` next to
+    the output. ``label``: what error messages call the take (default its path).
     """
 
-    def __init__(self, path: str | os.PathLike, meta: Mapping[str, Any] | None = None, chunk_rows: int = 256):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        meta: Mapping[str, Any] | None = None,
+        chunk_rows: int = 256,
+        parts_dir: str | os.PathLike | None = None,
+        label: str | None = None,
+    ):
         self.path = Path(path)
         self.meta = dict(meta or {})
         self.chunk_rows = int(chunk_rows)
-        self.parts_dir = self.path.parent / f".{self.path.name}.parts"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.parts_dir.exists():
-            shutil.rmtree(self.parts_dir)
-        self.parts_dir.mkdir()
+        self.label = label or str(self.path)
+        with self._writing():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if parts_dir is None:
+                self.parts_dir = Path(
+                    tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".parts", dir=self.path.parent)
+                )
+            else:
+                self.parts_dir = Path(parts_dir)
+                self.parts_dir.mkdir()  # new: a writer never reuses (nor deletes) a folder it did not make
+        self._partial: Path | None = None
         self._buffer: dict[str, list[np.ndarray]] = {}
         self._buffered = 0
         self._chunks = 0
@@ -99,6 +191,14 @@ class TakeWriter:
         self.n_rows = 0
         self._row_shapes: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
         self._closed = False
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Turn an OSError met writing (a full disk, no permission) into EmocaError output_unwritable."""
+        try:
+            yield
+        except OSError as exc:
+            raise output_error(exc, self.label) from None
 
     # -- writing rows -------------------------------------------------------------------------------------
     def append(self, row: Mapping[str, Any]) -> None:
@@ -149,8 +249,9 @@ class TakeWriter:
         """Write the buffered rows as one chunk file per key."""
         if not self._buffered:
             return
-        for key, parts in self._buffer.items():
-            np.save(self.parts_dir / f"{key}.{self._chunks:06d}.npy", np.concatenate(parts), allow_pickle=False)
+        with self._writing():
+            for key, parts in self._buffer.items():
+                np.save(self.parts_dir / f"{key}.{self._chunks:06d}.npy", np.concatenate(parts), allow_pickle=False)
         self._segments.append(("chunk", self._chunks, self._buffered))
         self._buffer = {}
         self._buffered = 0
@@ -197,8 +298,13 @@ class TakeWriter:
 
     def scratch(self, name: str, shape: tuple[int, ...], dtype: np.dtype | str) -> np.memmap:
         """A writable memory-mapped (zero-filled) ``.npy`` array in the parts folder, removed with the parts:
-        room for a large column computed from the chunks (e.g. its smoothed values)."""
-        return np.lib.format.open_memmap(self.parts_dir / f"{name}.npy", mode="w+", dtype=np.dtype(dtype), shape=shape)
+        room for a large column computed from the chunks (e.g. its smoothed values). Its blocks are allocated
+        first (:func:`reserve`): a full disk is an EmocaError here, not a crash when the map is written."""
+        file = self.parts_dir / f"{name}.npy"
+        with self._writing():
+            out = np.lib.format.open_memmap(file, mode="w+", dtype=np.dtype(dtype), shape=shape)
+            reserve(file)
+        return out
 
     # -- finishing ------------------------------------------------------------------------------------------
     def finalize(
@@ -217,7 +323,8 @@ class TakeWriter:
             raise EmocaError("internal", f"{self.path}: finalize after finalize/abort")
         if path is not None:
             self.path = Path(path)
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self._writing():
+                self.path.parent.mkdir(parents=True, exist_ok=True)
         self.flush()
         columns = coerce(columns or {})
         n = self.n_rows
@@ -236,30 +343,30 @@ class TakeWriter:
         meta = dict(self.meta)
         meta.update(extra_meta or {})
         check_arrays(stand_ins, where=str(self.path), kind=meta.get("kind", "flame"))
-        tmp = partial_path(self.path)
         try:
-            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-                for key, (shape, dtype) in specs.items():
-                    chunks = _row_blocks(columns[key], self.chunk_rows) if key in columns else self.iter_column(key)
-                    _write_npy_member(zf, key, dtype, shape, chunks)
-                m = np.array(meta_json(meta))
-                _write_npy_member(zf, "meta", m.dtype, (), [m])
-            os.replace(tmp, self.path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+            with self._writing():
+                self._partial = new_partial(self.path)
+                with zipfile.ZipFile(self._partial, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+                    for key, (shape, dtype) in specs.items():
+                        chunks = _row_blocks(columns[key], self.chunk_rows) if key in columns else self.iter_column(key)
+                        _write_npy_member(zf, key, dtype, shape, chunks)
+                    m = np.array(meta_json(meta))
+                    _write_npy_member(zf, "meta", m.dtype, (), [m])
+                os.replace(self._partial, self.path)
+            self._partial = None
         finally:
-            shutil.rmtree(self.parts_dir, ignore_errors=True)
-            self._closed = True
+            self.abort()
         return self.path
 
     def abort(self) -> None:
-        """Remove the parts and any partial file (idempotent). A finished ``.npz`` is never touched."""
+        """Remove the writer's parts folder and partial file (idempotent). A finished ``.npz`` is never touched."""
         self._closed = True
         self._buffer = {}
         self._buffered = 0
         shutil.rmtree(self.parts_dir, ignore_errors=True)
-        partial_path(self.path).unlink(missing_ok=True)
+        if self._partial is not None:
+            self._partial.unlink(missing_ok=True)
+            self._partial = None
 
     def __enter__(self) -> TakeWriter:
         return self

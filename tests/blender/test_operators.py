@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from emoca_blender import api
-from emoca_blender.rig import build_rig, rig_mesh
+from emoca_blender.rig import build_rig, rig_info, rig_mesh
 from emoca_contract.errors import EmocaError
 
 from .test_apply import state
@@ -78,7 +78,7 @@ def test_import_rig_via_the_backend_export(monkeypatch):
     monkeypatch.setenv("EMOCA_BACKEND_PYTHON", sys.executable)
     assert bpy.ops.emoca.import_rig(use_backend=True, head="synthetic") == {"FINISHED"}
     rig = bpy.context.scene.emoca.rig
-    assert "synthetic" in rig["emoca_model"]
+    assert "synthetic" in rig_info(rig)["model"]
     assert len(rig_mesh(rig).data.shape_keys.key_blocks) == 1 + 100 + 50 + 36
 
 
@@ -91,7 +91,7 @@ def test_import_rig_via_the_backend_defaults_to_the_open_head(monkeypatch, tmp_p
     assert bpy.ops.emoca.import_rig(use_backend=True) == {"FINISHED"}
     rig = bpy.context.scene.emoca.rig
     keys = rig_mesh(rig).data.shape_keys.key_blocks
-    assert "ICT" in rig["emoca_model"] and "not FLAME" in rig["emoca_model"]
+    assert "ICT" in rig_info(rig)["model"] and "not FLAME" in rig_info(rig)["model"]
     assert "mouthSmileLeft" in keys and "jawOpen" in keys and not any(k.name.startswith("Shape") for k in keys)
 
 
@@ -193,6 +193,7 @@ def test_capture_of_bad_footage_reports_the_backend_error(rig_file, tmp_path, fr
     assert state(fresh_scene) == before
 
 
+@pytest.mark.torch  # Check tests the backend environment first: this interpreter must be a working one
 def test_check_assets_reports_found_and_missing(monkeypatch, tmp_path):
     """The preferences' Check button runs `python -m backend assets status --json` and lists every asset."""
     import sys
@@ -200,16 +201,16 @@ def test_check_assets_reports_found_and_missing(monkeypatch, tmp_path):
     monkeypatch.setenv("EMOCA_BACKEND_PYTHON", sys.executable)
     monkeypatch.setenv("EMOCA_BLENDER_ASSETS", str(tmp_path))  # an empty asset root: everything missing
     assert bpy.ops.emoca.check_assets() == {"FINISHED"}
-    report = bpy.context.window_manager.emoca_job.check_report.splitlines()
+    report = bpy.context.window_manager.emoca_setup_job.check_report.splitlines()
     assert any(line.startswith("flame2020: MISSING") for line in report)
     assert all(": " in line for line in report) and len(report) >= 3
 
 
 def test_backend_environment_steps_mirror_the_makefile(tmp_path):
     """Create-backend-environment runs: venv, pinned backend requirements, then the --no-deps set."""
-    from emoca_blender import preferences
+    from emoca_blender import environment
 
-    steps = preferences.env_steps("/usr/bin/python3", tmp_path / "env")
+    steps = environment.env_steps("/usr/bin/python3", tmp_path / "env")
     assert steps[0] == ["/usr/bin/python3", "-m", "venv", str(tmp_path / "env")]
     req = ROOT / "requirements"
     for step in steps[1:]:
@@ -239,6 +240,15 @@ class _Layout:
     def prop(self, data, name, **kw):
         assert name in data.bl_rna.properties, f"{type(data).__name__} has no property {name!r}"
         self.log.append(("prop", name))
+
+    def prop_search(self, data, name, search_data, search_name, **kw):
+        self.prop(data, name)
+        assert search_name in search_data.bl_rna.properties, f"no collection {search_name!r} to search"
+
+    def template_list(self, list_type, list_id, data, name, active_data, active_name, **kw):
+        assert hasattr(bpy.types, list_type), f"no UIList {list_type!r}"
+        self.prop(data, name)
+        self.prop(active_data, active_name)
 
     def operator(self, idname, **kw):
         module, op = idname.split(".")
@@ -270,7 +280,7 @@ def test_panels_name_only_existing_properties_and_operators(fresh_scene):
         fresh_scene.emoca.source = source
         for running in (False, True):
             bpy.context.window_manager.emoca_job.running = running
-            for cls in panel.CLASSES:
+            for cls in [c for c in panel.CLASSES if issubclass(c, bpy.types.Panel)]:  # not the UILists
                 log = []
                 cls.draw(type("P", (), {"layout": _Layout(log)})(), Ctx)
                 assert any(kind == "operator" for kind, _ in log)

@@ -25,7 +25,7 @@ NAMES = [opt.name for opt in OPTIONS]
 
 def test_every_option_is_described_once_with_a_default_of_its_type():
     assert NAMES == [f.name for f in dataclasses.fields(ApplyOptions)]
-    assert len(NAMES) == 13 and {"frame_mapping", "joint_offsets", "frame_range", "name"} <= set(NAMES)
+    assert len(NAMES) == 14 and {"frame_mapping", "joint_offsets", "frame_range", "name"} <= set(NAMES)
     for opt in OPTIONS:
         assert opt.label and opt.description, opt.name
         assert isinstance(opt.default, (bool, int, str)), opt.name
@@ -62,6 +62,7 @@ def test_cli_arguments_are_generated_from_the_options():
             "--push-down",
             "--no-frame-range",
             "--action-name=Shot 1",
+            "--identity=keep",
         ]
         args = parser.parse_args([command, positional, "--output", "out.blend", *flags])
         changed = ApplyOptions.from_object(args)

@@ -212,6 +212,7 @@ def test_no_face_and_missing_track(tmp_path, nets):
     from backend.synthetic.clips import make_no_face_clip
 
     clip = make_no_face_clip(tmp_path / "vide.mp4", n_frames=10)
+    (tmp_path / "out").mkdir()  # there before: a failed capture removes only the folders it made
     with pytest.raises(EmocaError) as e:
         capture(clip.path, tmp_path / "out" / "t.npz", CaptureOptions(device="cpu"), networks=nets)
     assert e.value.code == "no_face" and "vide.mp4" in e.value.message
@@ -244,6 +245,7 @@ def test_cancel_mid_run_leaves_nothing(tmp_path, nets):
 
     clip = make_astronaut_clip(tmp_path / "long.mp4", n_frames=40, size=(320, 180), face_height=70)
     out = tmp_path / "out"
+    out.mkdir()  # there before: a cancelled capture removes only the folders it made
     cancel = threading.Event()
     seen: list[tuple] = []
 

@@ -107,6 +107,7 @@ def _finalise_peak(tmp_path, n: int, k: int) -> tuple[int, np.ndarray, object]:
     finally:
         tracemalloc.stop()
     assert not (tmp_path / f"parts{k}" / ".long.npz.parts").exists()
+    assert list((tmp_path / f"parts{k}").iterdir()) == []  # the writer's own parts folder is gone, whatever its name
     return peak, noisy, read_take(path)
 
 

@@ -166,3 +166,28 @@ def test_make_detector_names():
     with pytest.raises(EmocaError) as e:
         make_detector("dlib")
     assert e.value.code == "config_invalid"
+
+
+def test_starting_the_landmarker_prints_no_native_noise_but_keeps_real_errors():
+    """MediaPipe's native start-up lines (glog I/W, TF Lite's delegate notice) go straight to fd 2; a user reads
+    them as errors. A fresh process that starts a detector and detects once must print none of them, while
+    what the filter passes on (an error line, any other text) is kept."""
+    import subprocess
+    import sys
+
+    from backend.footage.detect import keep_native_lines
+
+    code = (
+        "import numpy as np\n"
+        "from backend.footage.detect import make_detector\n"
+        "d = make_detector('mediapipe')\n"
+        "d.detect(np.zeros((120, 160, 3), np.uint8), 0.0)\n"
+        "print('detected')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "detected" in done.stdout
+    noisy = [line for line in done.stderr.splitlines() if "TensorFlow Lite" in line or line[:5] in ("I0000", "W0000")]
+    assert noisy == [], noisy
+    text = "I0000 00:00:17.1 1 a.cc:1] GPU suport\nE0000 00:00:17.2 1 b.cc:2] model failed\nprogress 3/9\n"
+    assert keep_native_lines(text) == "E0000 00:00:17.2 1 b.cc:2] model failed\nprogress 3/9\n"

@@ -188,6 +188,39 @@ def test_corrupt_image_in_sequence_is_skipped_with_warning(tmp_path):
     assert n_errors == 1 and len(warnings) == 1 and "frame_0003.png" in warnings[0]
 
 
+def test_with_empty_frames_a_corrupt_image_keeps_its_place(tmp_path):
+    """Capture asks for empty frames: one row per source frame (docs/formats.md), the corrupt one invalid."""
+    synthetic.make_image_sequence(tmp_path, n_frames=5, size=(64, 36))
+    (tmp_path / "frame_0003.png").write_bytes(b"not a png")
+    frames, info, warnings, n_errors, n_decoded = _read_all(tmp_path, empty_frames=True)
+    assert [f.index for f in frames] == [0, 1, 2, 3, 4]
+    assert [f.decoded for f in frames] == [True, True, False, True, True]
+    assert frames[2].image.shape == (0, 0, 3) and frames[2].time == pytest.approx(2 / info.fps)
+    assert frames[3].image.shape == (36, 64, 3)
+    assert n_errors == 1 and n_decoded == 4 and "frame_0003.png" in warnings[0] and "invalid row" in warnings[0]
+
+
+def test_with_empty_frames_lost_packets_keep_their_frames_places(counter_clip, tmp_path):
+    """A constant-rate video whose packets 30-31 are garbage: with empty frames every index 0..59 comes out, the
+    lost ones empty, the others the right pictures."""
+    packets = _packets(counter_clip.path)
+    data = bytearray(counter_clip.path.read_bytes())
+    rng = np.random.default_rng(0)
+    for pos, size in packets[30:32]:
+        data[pos : pos + size] = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
+    p = tmp_path / "glitch.mp4"
+    p.write_bytes(bytes(data))
+    skipped, *_ = _read_all(p)
+    frames, info, warnings, *_ = _read_all(p, empty_frames=True)
+    assert [f.index for f in frames] == list(range(60))
+    decoded = [f for f in frames if f.decoded]
+    assert [f.index for f in decoded] == [f.index for f in skipped]  # the same pictures, the gaps kept
+    assert all(synthetic.read_counter(f.image) == f.index for f in decoded)
+    empty = [f for f in frames if not f.decoded]
+    assert empty and all(f.time == pytest.approx(f.index / info.fps) for f in empty)
+    assert any("invalid row" in w for w in warnings)
+
+
 # --- errors -----------------------------------------------------------------------------------------------------
 
 
@@ -213,6 +246,13 @@ def test_text_file_is_unsupported(tmp_path, name):
 def test_audio_only_has_no_video_stream(tmp_path):
     p = synthetic.make_audio_only(tmp_path / "tone.wav")
     assert _code(p) == "input_unsupported"
+
+
+def test_the_no_video_stream_error_names_the_streams_there_are(tmp_path):
+    p = synthetic.make_audio_only(tmp_path / "tone.wav")
+    with pytest.raises(EmocaError) as e:
+        open_footage(p)
+    assert "streams: audio (pcm_s16le)" in e.value.message, e.value.message
 
 
 def test_zero_length_file(tmp_path):

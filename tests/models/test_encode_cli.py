@@ -50,6 +50,19 @@ def test_crop_none(astronaut, capsys):
     px = (out["landmarks2d"][0] + 1) * 112
     np.testing.assert_allclose(out["landmarks"][0], px * 512 / 224, rtol=1e-5, atol=1e-3)
     assert out["meta"]["model"]["trained"] is False and out["meta"]["crop_mode"] == "none"
+    assert out["meta"]["model"]["precision"] == "fp32" and out["meta"]["model"]["dtype"] == "float32"
+
+
+def test_bf16_encodes_the_same_crops_close_to_fp32(astronaut):
+    """--precision bf16 (autocast) gives the fp32 codes back within bf16's rounding, and says it ran in bf16."""
+    paths = {p: astronaut.parent / f"out {p}.npz" for p in ("fp32", "bf16")}
+    for precision, out_path in paths.items():
+        argv = ["encode", str(astronaut), "-o", str(out_path), "--crop", "none", "--device", "cpu"]
+        assert main(argv + ["--precision", precision]) == 0
+    fp32, bf16 = load(paths["fp32"]), load(paths["bf16"])
+    assert bf16["meta"]["model"]["precision"] == "bf16" and bf16["meta"]["model"]["dtype"] == "bfloat16"
+    diff = np.abs(bf16["exp"] - fp32["exp"]).max()
+    assert 0 < diff < 0.05 * max(np.abs(fp32["exp"]).max(), 1e-3), diff  # bf16 rounds; it does not change the answer
 
 
 def test_crop_auto_finds_the_face(astronaut):

@@ -20,10 +20,15 @@ from emoca_contract.errors import EmocaError
 BENCHMARKS: dict[str, str] = {
     "capture": "backend.app.bench.capture:run",
     "open_capture": "backend.app.bench.capture:run_open",
+    "batch": "backend.app.bench.batch:run",
+    "open_demo": "backend.app.bench.demo:run",
     "render": "backend.app.bench.render:run",
     "precision": "backend.app.bench.precision:run",
     "train": "backend.app.bench.train:run",
     "blender": "python -m emoca_blender.bench",
+    "retarget": "python -m emoca_blender.retarget.bench",
+    "retarget_landmarks": "backend.app.bench.retarget_map:run",
+    "likeness": "backend.app.bench.likeness:run",
 }
 SUBPROCESS_PREFIX = "python "
 
