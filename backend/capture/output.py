@@ -4,9 +4,10 @@ folders a run makes (removed again when it fails, and only those), an exclusive 
 they are moved into place by :func:`commit_takes`; a crashed run's work folder is removed by the next run of the
 same output). :func:`open_output` does all of it; :class:`OutputSite` undoes it.
 
-The lock is a file ``.NAME.npz.lock`` beside the take, created atomically (``O_CREAT | O_EXCL``: exactly one process
-wins, on Linux, macOS and Windows, local or network folders) and holding its owner as JSON: pid, host, start time,
-footage. A second capture of the same output gets EmocaError ``output_busy`` naming the owner. A lock whose owner
+The lock is a file ``.NAME.npz.lock`` beside the take, created atomically and exclusively (a hard link of a file
+already holding its owner, else ``O_CREAT | O_EXCL``: exactly one process wins, on Linux, macOS and Windows, local
+or network folders), holding its owner as JSON: pid, host, start time, footage. A second capture of the same
+output gets EmocaError ``output_busy`` naming the owner. A lock whose owner
 ran on this host and is gone (a capture that crashed) is stale and taken over, under a second short-lived guard
 file so that two processes never both take it over; a lock from another host is never taken over (its process
 cannot be checked from here): the hint names the file to delete.
@@ -262,7 +263,23 @@ class OutputLock:
 
 
 def _create_lock(lock: Path, owner: LockOwner) -> bool:
-    """Create ``lock`` holding ``owner``; False when it exists already."""
+    """Create ``lock`` holding ``owner``; False when it exists already. The owner is written to a file of this
+    process's own first and hard-linked into place (atomic, and exclusive like O_EXCL), so no other process ever
+    reads a lock before its owner is in it; where the file system has no hard links, O_EXCL and a write."""
+    draft = lock.with_name(f"{lock.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+    draft.write_text(owner.text(), encoding="utf-8")
+    try:
+        os.link(draft, lock)
+        return True
+    except FileExistsError:
+        return False
+    except OSError:  # no hard links here (FAT, some network shares)
+        return _create_lock_exclusive(lock, owner)
+    finally:
+        draft.unlink(missing_ok=True)
+
+
+def _create_lock_exclusive(lock: Path, owner: LockOwner) -> bool:
     try:
         fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     except FileExistsError:
@@ -292,6 +309,9 @@ def acquire_lock(target: Path, input_label: str) -> OutputLock:
         except OSError as exc:
             raise output_error(exc, target) from None
         holder = LockOwner.from_text(seen)
+        if holder is None and _age_s(lock) < LOCK_RETRY_S * LOCK_TRIES:  # its owner may be writing it (no links)
+            time.sleep(LOCK_RETRY_S)
+            continue
         if not is_stale(holder, lock):
             raise _busy(target, lock, holder)
         _take_over(lock, seen)

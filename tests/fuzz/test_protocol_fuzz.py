@@ -44,15 +44,20 @@ def _decode_or_refuse(line: str | bytes) -> dict | None:
     return msg
 
 
+# What a decoded request may be refused with before its job starts: a bad field, or (capture: its inputs, files,
+# folders, globs and manifests, are expanded into clips first) an input that is missing, empty or not footage.
+REFUSALS = ("config_invalid", "input_missing", "input_empty", "input_unsupported")
+
+
 def _job_args_or_refuse(msg: dict) -> None:
-    """What serve does with a decoded request before starting a job: checked arguments or config_invalid."""
+    """What serve does with a decoded request before starting a job: checked arguments or a clear refusal."""
     if msg["type"] not in ("capture", "export_rig", "train"):
         return
     try:
         args = request_args(msg["type"], msg)
     except EmocaError as exc:
-        assert exc.code == "config_invalid", exc.report()
-        event("config_invalid")
+        assert exc.code in REFUSALS, exc.report()
+        event(exc.code)
         return
     if msg["type"] == "capture":
         assert isinstance(args["options"], CaptureOptions)
