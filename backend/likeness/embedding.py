@@ -197,8 +197,6 @@ def reprojection_residual(vertices: np.ndarray, bary: np.ndarray, views: dict[st
 
 def write_embedding(path: str | Path = EMBEDDING, views: dict[str, np.ndarray] | None = None) -> Path:
     """Build and write the embedding file (``PATH.partial`` then rename)."""
-    import os
-
     import mediapipe
 
     arrays = build_embedding(views)
@@ -206,6 +204,14 @@ def write_embedding(path: str | Path = EMBEDDING, views: dict[str, np.ndarray] |
                   "detector": f"MediaPipe Face Landmarker v2 (mediapipe {mediapipe.__version__})",
                   "views_deg": [list(v) for v in VIEWS], "view_size": VIEW_SIZE,
                   "max_residual": MAX_RESIDUAL, "floor": FLOOR}  # fmt: skip
+    return write_calibration(path, arrays, provenance)
+
+
+def write_calibration(path: str | Path, arrays: dict[str, np.ndarray], provenance: dict) -> Path:
+    """Write a vendored calibration file: ``arrays`` and the ``provenance`` (JSON), to ``PATH.partial`` and then
+    renamed, so a build that stops half-way leaves the old file in place."""
+    import os
+
     path = Path(path)
     tmp = path.with_name(path.name + ".partial")
     with open(tmp, "wb") as fh:

@@ -7,8 +7,6 @@ A build-time tool: the fit only reads the file (backend.likeness.response.load_m
 from __future__ import annotations
 
 import argparse
-import json
-import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -99,23 +97,20 @@ def write_modes(path: str | Path = RESPONSE, n_modes: int = N_MODES) -> Path:
     """Build and write the calibration file (``PATH.partial`` then rename)."""
     import mediapipe
 
-    from backend.likeness.embedding import VIEW_SIZE, VIEWS
+    from backend.likeness.embedding import VIEW_SIZE, VIEWS, write_calibration
 
     arrays = build_modes(n_modes)
-    provenance = {"built_by": "backend.likeness.response", "head": "ICT-FaceKit mean head, one mode at a time",
+    provenance = {"built_by": "backend.likeness.response_build", "head": "ICT-FaceKit mean head, one mode at a time",
                   "detector": f"MediaPipe Face Landmarker v2 (mediapipe {mediapipe.__version__})",
                   "views_deg": [list(v) for v in VIEWS], "view_size": VIEW_SIZE,
                   "step": STEP, "ridge": RIDGE}  # fmt: skip
-    path = Path(path)
-    tmp = path.with_name(path.name + ".partial")
-    with open(tmp, "wb") as fh:
-        np.savez_compressed(fh, **arrays, provenance=np.array(json.dumps(provenance)))
-    os.replace(tmp, path)
-    return path
+    return write_calibration(path, arrays, provenance)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m backend.likeness.response", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m backend.likeness.response_build", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("-o", "--output", type=Path, default=RESPONSE)
     parser.add_argument("--modes", type=int, default=N_MODES)
     args = parser.parse_args(argv)

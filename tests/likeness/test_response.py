@@ -50,3 +50,17 @@ def test_a_missing_or_damaged_calibration_is_a_clear_error(tmp_path):
     with pytest.raises(EmocaError) as e:
         load_modes(tmp_path / "junk.npz")
     assert e.value.code == "asset_invalid"
+
+
+def test_a_calibration_file_is_written_whole_with_its_provenance(tmp_path):
+    """The vendored calibration files (embedding, detector modes) are written to a .partial and renamed: the
+    arrays and provenance come back, and no .partial is left."""
+    import json
+
+    from backend.likeness.embedding import write_calibration
+
+    path = write_calibration(tmp_path / "modes é.npz", {"modes": np.arange(6.0).reshape(2, 3)}, {"step": 2.0})
+    with np.load(path, allow_pickle=False) as z:
+        np.testing.assert_array_equal(z["modes"], np.arange(6.0).reshape(2, 3))
+        assert json.loads(str(z["provenance"])) == {"step": 2.0}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["modes é.npz"]
