@@ -124,8 +124,9 @@ def composite(frame: np.ndarray, still: np.ndarray, alpha: np.ndarray, tform: np
 # encoding
 
 
-class _Writer:
-    """Minimal PyAV writer: RGB frames in, libx264 (or another codec) out, optional explicit PTS and rotation."""
+class VideoWriter:
+    """The one PyAV writer of every generated clip: RGB frames in, libx264 (or another codec) out, optional explicit
+    PTS and rotation. A context manager: leaving it flushes and closes (only closes when leaving on an error)."""
 
     def __init__(
         self,
@@ -182,6 +183,15 @@ class _Writer:
         for packet in self.stream.encode():
             self.container.mux(packet)
         self.container.close()
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, kind, _value, _tb) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.container.close()
 
 
 def _pan_motion(n: int, size: tuple[int, int], motion: str, phase: float = 0.0) -> list[tuple]:
@@ -243,7 +253,7 @@ def make_astronaut_clip(
 
     frames, tforms = render_astronaut_frames(n_frames, size, motion, face_height)
     enc_size = (size[1], size[0]) if rotation % 180 == 90 else size
-    writer = _Writer(path, enc_size, fps, codec=codec, pix_fmt=pix_fmt, rotation=rotation)
+    writer = VideoWriter(path, enc_size, fps, codec=codec, pix_fmt=pix_fmt, rotation=rotation)
     for f in frames:
         writer.write(rotate_image(f, -rotation))
     writer.close()
@@ -273,7 +283,7 @@ def make_two_faces_clip(
     alphas = [face_alpha(s.shape[:2], b) for s, b in zip(stills, boxes)]
     scales = [face_height / (b[3] - b[1]) for b in boxes]
     bg = background(size, seed=1)
-    writer = _Writer(path, size, fps)
+    writer = VideoWriter(path, size, fps)
     tforms = np.zeros((n_frames, 2, 3, 3))
     centers = np.zeros((n_frames, 2, 2))
     for t in range(n_frames):
@@ -302,7 +312,7 @@ def make_no_face_clip(
     import cv2
 
     bg = background(size, seed=2)
-    writer = _Writer(path, size, fps)
+    writer = VideoWriter(path, size, fps)
     for t in range(n_frames):
         f = bg.copy()
         cv2.circle(f, (int(20 + t * (size[0] - 40) / max(n_frames, 1)), size[1] // 2), 25, (230, 200, 40), -1)
@@ -352,7 +362,7 @@ def make_counter_clip(
 ) -> SyntheticClip:
     """A tiny constant-rate clip whose frame i shows ``counter_image(i)``. ``faststart=False`` puts the MP4
     index at the end (PyAV's default), where a truncated copy cannot be opened at all."""
-    writer = _Writer(path, size, fps, pix_fmt=pix_fmt, gop=gop, crf=10, faststart=faststart)
+    writer = VideoWriter(path, size, fps, pix_fmt=pix_fmt, gop=gop, crf=10, faststart=faststart)
     for i in range(n_frames):
         writer.write(counter_image(i, size))
     writer.close()
@@ -368,7 +378,7 @@ def make_vfr_clip(
     """Variable frame rate: frame i lasts ``durations_ms[i % len]`` ms (explicit PTS, time base 1/1000).
     Frames show their index (``read_counter``). ``times`` are the written presentation times."""
     tb = Fraction(1, 1000)
-    writer = _Writer(path, size, 25.0, time_base=tb, gop=10, crf=10)
+    writer = VideoWriter(path, size, 25.0, time_base=tb, gop=10, crf=10)
     pts, times = 0, []
     for i in range(n_frames):
         writer.write(counter_image(i, size), pts=pts)

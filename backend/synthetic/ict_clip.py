@@ -28,7 +28,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,7 @@ from backend.ict.data import IctModel, load_ict, triangles
 from backend.ict.rig import build_open_rig, pose_rig
 from backend.render.rasterize import interpolate_face_attributes, rasterize
 from backend.render.shading import vertex_normals
+from backend.synthetic.clips import VideoWriter
 from emoca_contract.arkit import ARKIT_INDEX, ARKIT_NAMES
 
 DISTANCE = 0.6  # metres from the camera to the rig's origin
@@ -353,30 +353,18 @@ def write_ict_clip(
     """Encode an H.264 clip of the ICT head performing ``arkit`` (N, 52) with ``head_rotation`` (N, 3), painted
     as ``look``, and return the ground truth: path, fps, size, focal, n_frames, arkit, global_pose, translation
     (N, 3) metres, landmarks2d (N, 68, 2) frame pixels, head (the model's name)."""
-    import av
-
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arkit = np.atleast_2d(np.asarray(arkit, np.float32))
     n = len(arkit)
     rot = np.zeros((n, 3), np.float32) if head_rotation is None else np.asarray(head_rotation, np.float32)
     t = np.tile(np.array([0.0, 0.0, -DISTANCE], np.float32), (n, 1)) if translation is None else np.asarray(translation)
     w, h = size
     focal = 1.6 * h
-    container = av.open(str(path), "w", options={"movflags": "faststart"})
-    try:
-        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "veryfast", "g": "12"}
+    with VideoWriter(path, size, fps, crf=crf) as writer:
         for s in range(0, n, chunk):
             sl = slice(s, min(s + chunk, n))
             for img in render_frames(arkit[sl], rot[sl], t[sl], size, focal, look):
-                for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")):
-                    container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    finally:
-        container.close()
+                writer.write(img)
     return {
         "path": path,
         "fps": float(fps),

@@ -22,7 +22,6 @@ albedo in [0, 1].
 
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from backend.ict.data import load_ict, triangles
 from backend.ict.rig import build_open_rig, pose_rig
 from backend.render.rasterize import interpolate_face_attributes, rasterize
 from backend.render.shading import vertex_normals
+from backend.synthetic.clips import VideoWriter
 from backend.synthetic.ict_clip import BACKGROUND, DISTANCE, arkit_matrix, facing_camera, project, shade, to_srgb
 from emoca_contract.arkit import ARKIT_INDEX
 
@@ -239,30 +239,17 @@ def write_likeness_clip(
     """Encode an H.264 clip of the textured ICT head with ``identity`` performing :func:`likeness_performance`;
     returns the ground truth: path, fps, size, focal (pixels, 1.6 H), n_frames, identity (n,), texture
     (H, W, 3) linear, arkit, global_pose, translation, head (the model's name)."""
-    import av
-
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     texture = painted_texture() if texture is None else np.asarray(texture, np.float32)
     perf = likeness_performance(n_frames, fps)
     w, h = size
     focal = 1.6 * h
-    container = av.open(str(path), "w", options={"movflags": "faststart"})
-    try:
-        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "veryfast", "g": "12"}
+    with VideoWriter(path, size, fps, crf=crf) as writer:
         for s in range(0, n_frames, chunk):
             sl = slice(s, min(s + chunk, n_frames))
-            images = render_likeness_frames(perf["arkit"][sl], perf["global_pose"][sl], perf["translation"][sl],
-                                            identity, texture, size, focal)  # fmt: skip
-            for img in images:
-                for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")):
-                    container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    finally:
-        container.close()
+            for img in render_likeness_frames(perf["arkit"][sl], perf["global_pose"][sl], perf["translation"][sl],
+                                              identity, texture, size, focal):  # fmt: skip
+                writer.write(img)
     return {
         "path": path,
         "fps": float(fps),
