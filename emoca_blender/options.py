@@ -60,7 +60,9 @@ class Option:
     flag: str = ""  # the command-line flag: --<attr>, or --no-<attr> for a bool defaulting to True
 
 
-def _option(default: Any, label: str, description: str, **how: Any) -> Any:
+def option(default: Any, label: str, description: str, **how: Any) -> Any:
+    """A dataclass field that is an option: its default, panel label, description and how it is shown
+    (:class:`Option`'s other fields); read back by :func:`options_of`."""
     return field(default=default, metadata={"option": {"label": label, "description": description, **how}})
 
 
@@ -68,27 +70,27 @@ def _option(default: Any, label: str, description: str, **how: Any) -> Any:
 class ApplyOptions:
     """How a take is keyed onto a rig (the module docstring of apply.py says what each does)."""
 
-    frame_mapping: str = _option(
+    frame_mapping: str = option(
         "resample", "Frame Mapping", "How the take's frames map onto scene frames", items=FRAME_MAPPING
     )
-    start: str = _option("one", "Start", "Where the take's first frame lands", items=START, expand=True)
-    offset: int = _option(0, "Offset", "Frames added to the start")
-    head_rotation: bool = _option(True, "Head Rotation", "Key the head's rotation (FLAME: root bone; open rigs: head)",
+    start: str = option("one", "Start", "Where the take's first frame lands", items=START, expand=True)
+    offset: int = option(0, "Offset", "Frames added to the start")
+    head_rotation: bool = option(True, "Head Rotation", "Key the head's rotation (FLAME: root bone; open rigs: head)",
                                   flag="--no-head")  # fmt: skip
-    head_translation: bool = _option(
+    head_translation: bool = option(
         False, "Head Movement", "Open takes: key the head's movement (metres, from its first frame) on the root bone"
     )
-    correctives: bool = _option(True, "Pose Correctives", "Key the jaw's pose corrective shape keys (Pose009..)")
-    emotion: bool = _option(True, "Emotion Curves", "Key valence, arousal and the expression classes' probabilities")
-    camera_match: bool = _option(False, "Camera Match", "An orthographic camera with the footage as background")
-    joint_offsets: bool = _option(
+    correctives: bool = option(True, "Pose Correctives", "Key the jaw's pose corrective shape keys (Pose009..)")
+    emotion: bool = option(True, "Emotion Curves", "Key valence, arousal and the expression classes' probabilities")
+    camera_match: bool = option(False, "Camera Match", "An orthographic camera with the footage as background")
+    joint_offsets: bool = option(
         True, "Joint Offsets", "Key the small bone locations that FLAME's expression-dependent joints imply"
     )
-    action_mode: str = _option("new", "Write To", "A new Action, or the rig's current one", items=ACTION_MODE)
-    push_down: bool = _option(False, "Push Down Previous", "Move the rig's previous Action onto an NLA track")
-    frame_range: bool = _option(True, "Set Frame Range", "Set the scene's start/end frames to the take's frames")
-    name: str = _option("", "Action Name", "The Action's name (empty: EMOCA_<clip>)", attr="action_name")
-    identity: str = _option("auto", "Identity", "The performer's identity key from the take's likeness "
+    action_mode: str = option("new", "Write To", "A new Action, or the rig's current one", items=ACTION_MODE)
+    push_down: bool = option(False, "Push Down Previous", "Move the rig's previous Action onto an NLA track")
+    frame_range: bool = option(True, "Set Frame Range", "Set the scene's start/end frames to the take's frames")
+    name: str = option("", "Action Name", "The Action's name (empty: EMOCA_<clip>)", attr="action_name")
+    identity: str = option("auto", "Identity", "The performer's identity key from the take's likeness "
                             "(NAME.likeness.json; docs/likeness.md)", items=IDENTITY)  # fmt: skip
 
     def __post_init__(self) -> None:
@@ -127,9 +129,10 @@ class ApplyOptions:
         return dataclasses.asdict(self)
 
 
-def _options() -> tuple[Option, ...]:
+def options_of(cls: type) -> tuple[Option, ...]:
+    """The :class:`Option` of every field of the options dataclass ``cls`` (made with :func:`option`), in order."""
     out = []
-    for f in dataclasses.fields(ApplyOptions):
+    for f in dataclasses.fields(cls):
         how = dict(f.metadata["option"])
         attr = how.pop("attr", "") or f.name
         dashed = attr.replace("_", "-")
@@ -138,7 +141,7 @@ def _options() -> tuple[Option, ...]:
     return tuple(out)
 
 
-OPTIONS: tuple[Option, ...] = _options()  # every apply option, in the order the panel draws them
+OPTIONS: tuple[Option, ...] = options_of(ApplyOptions)  # every apply option, in the order the panel draws them
 
 
 def check_choice(name: str, value: Any, items: EnumItems) -> None:
@@ -161,8 +164,13 @@ def check_value(opt: Option, value: Any) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add every apply option to ``parser`` (dest: the option's ``attr``; default: the option's default)."""
-    for opt in OPTIONS:
+    """Add every apply option to ``parser`` (:func:`add_option_arguments`)."""
+    add_option_arguments(parser, OPTIONS)
+
+
+def add_option_arguments(parser: argparse.ArgumentParser, options: tuple[Option, ...]) -> None:
+    """Add each option to ``parser`` (dest: the option's ``attr``; default: the option's default)."""
+    for opt in options:
         if isinstance(opt.default, bool):
             action = "store_false" if opt.default else "store_true"
             parser.add_argument(opt.flag, dest=opt.attr, action=action, help=opt.description)

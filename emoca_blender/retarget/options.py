@@ -12,12 +12,22 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from emoca_contract.errors import EmocaError
 
-from ..options import ACTION_MODE, FRAME_MAPPING, START, EnumItems, Option, check_value
+from ..options import (
+    ACTION_MODE,
+    FRAME_MAPPING,
+    START,
+    EnumItems,
+    Option,
+    add_option_arguments,
+    check_value,
+    option,
+    options_of,
+)
 
 ANGLES: EnumItems = (
     ("radians", "Radians", "The CSV's head angles are radians (the Live Link Face app's export)"),
@@ -34,37 +44,33 @@ FLAME_CHANNELS: EnumItems = (
 )
 
 
-def _option(default: Any, label: str, description: str, **how: Any) -> Any:
-    return field(default=default, metadata={"option": {"label": label, "description": description, **how}})
-
-
 @dataclass(frozen=True)
 class RetargetOptions:
     """How a take is retargeted onto a character (docs/retarget.md "Options")."""
 
-    frame_mapping: str = _option(
+    frame_mapping: str = option(
         "resample", "Frame Mapping", "How the take's frames map onto scene frames", items=FRAME_MAPPING
     )
-    start: str = _option("one", "Start", "Where the take's first frame lands", items=START, expand=True)
-    offset: int = _option(0, "Offset", "Frames added to the start")
-    head: bool = _option(True, "Head Bone", "Key the head bone (when one is picked) from the take's head rotation",
+    start: str = option("one", "Start", "Where the take's first frame lands", items=START, expand=True)
+    offset: int = option(0, "Offset", "Frames added to the start")
+    head: bool = option(True, "Head Bone", "Key the head bone (when one is picked) from the take's head rotation",
                          flag="--no-head")  # fmt: skip
-    jaw: bool = _option(True, "Jaw Bone", "Key the jaw bone (when one is picked) from the take's jaw or jawOpen",
+    jaw: bool = option(True, "Jaw Bone", "Key the jaw bone (when one is picked) from the take's jaw or jawOpen",
                         flag="--no-jaw")  # fmt: skip
-    swap_sides: bool = _option(
+    swap_sides: bool = option(
         False, "Swap Sides", "Auto Match reads the character's left keys as right and right as left"
     )
-    action_mode: str = _option("new", "Write To", "A new Action, or the character's current one", items=ACTION_MODE)
-    frame_range: bool = _option(True, "Set Frame Range", "Set the scene's start/end frames to the take's frames")
-    name: str = _option("", "Action Name", "The Action's name (empty: EMOCA_<clip>_retarget)", attr="action_name")
-    csv_fps: int = _option(0, "CSV Rate", "A Live Link CSV's timecode rate (0: guess from the file)")
-    angles: str = _option("radians", "CSV Angles", "The unit of a Live Link CSV's head angles", items=ANGLES)
-    method: str = _option("names", "Method", "How the take reaches the character's keys", items=METHODS)
-    flame_channels: str = _option("map", "FLAME Channels", "Where a FLAME take's ARKit channels come from",
+    action_mode: str = option("new", "Write To", "A new Action, or the character's current one", items=ACTION_MODE)
+    frame_range: bool = option(True, "Set Frame Range", "Set the scene's start/end frames to the take's frames")
+    name: str = option("", "Action Name", "The Action's name (empty: EMOCA_<clip>_retarget)", attr="action_name")
+    csv_fps: int = option(0, "CSV Rate", "A Live Link CSV's timecode rate (0: guess from the file)")
+    angles: str = option("radians", "CSV Angles", "The unit of a Live Link CSV's head angles", items=ANGLES)
+    method: str = option("names", "Method", "How the take reaches the character's keys", items=METHODS)
+    flame_channels: str = option("map", "FLAME Channels", "Where a FLAME take's ARKit channels come from",
                                   items=FLAME_CHANNELS)  # fmt: skip
-    arkit_map: str = _option("", "ARKit Map", "A FLAME <-> ARKit map file (empty: the backend's, built once per "
+    arkit_map: str = option("", "ARKit Map", "A FLAME <-> ARKit map file (empty: the backend's, built once per "
                              "FLAME model)")  # fmt: skip
-    smoothness: float = _option(0.05, "Smoothness", "Landmark solve: how steady each key's curve is held across "
+    smoothness: float = option(0.05, "Smoothness", "Landmark solve: how steady each key's curve is held across "
                                 "frames (0: every frame on its own)")  # fmt: skip
 
     def __post_init__(self) -> None:
@@ -94,29 +100,9 @@ class RetargetOptions:
         return cls(**{opt.name: getattr(source, opt.attr) for opt in RETARGET_OPTIONS})
 
 
-def _options() -> tuple[Option, ...]:
-    out = []
-    for f in dataclasses.fields(RetargetOptions):
-        how = dict(f.metadata["option"])
-        attr = how.pop("attr", "") or f.name
-        dashed = attr.replace("_", "-")
-        flag = how.pop("flag", "") or (f"--no-{dashed}" if f.default is True else f"--{dashed}")
-        out.append(Option(name=f.name, default=f.default, attr=attr, flag=flag, **how))
-    return tuple(out)
-
-
-RETARGET_OPTIONS: tuple[Option, ...] = _options()  # in the order the panel draws them
+RETARGET_OPTIONS: tuple[Option, ...] = options_of(RetargetOptions)  # in the order the panel draws them
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add every retarget option to ``parser`` (dest: the option's ``attr``; default: the option's default)."""
-    for opt in RETARGET_OPTIONS:
-        if isinstance(opt.default, bool):
-            action = "store_false" if opt.default else "store_true"
-            parser.add_argument(opt.flag, dest=opt.attr, action=action, help=opt.description)
-        elif opt.items:
-            choices = [item[0] for item in opt.items]
-            parser.add_argument(opt.flag, dest=opt.attr, choices=choices, default=opt.default, help=opt.description)
-        else:
-            kind = type(opt.default)
-            parser.add_argument(opt.flag, dest=opt.attr, type=kind, default=opt.default, help=opt.description)
+    add_option_arguments(parser, RETARGET_OPTIONS)
